@@ -1,0 +1,1 @@
+"""RecBole-style YAML defaults of recbole-mmfusion (overall, per model, per dataset)."""

@@ -1,0 +1,298 @@
+"""RecBole 1.2.1 on today's numpy / pandas / scipy / torch / setuptools.
+
+RecBole 1.2.1 was written against numpy 1, pandas 1-2, scipy < 1.13, torch < 2.6 and a setuptools that still
+shipped ``pkg_resources``. On the current stack it breaks in eight places; each entry of :data:`PATCHES` fixes
+one of them without modifying RecBole's files. :func:`apply` runs them all once; importing
+``recbole_mmfusion`` calls it, so every entry point (the command line, tests, spawned DDP workers) is patched
+before RecBole does any work.
+
+====  ================================================  ===========================================================
+key   symptom without the patch                         fix
+====  ================================================  ===========================================================
+a     ``import recbole.quick_start``:                   register a small ``pkg_resources`` built on
+      ``No module named 'pkg_resources'`` (ray 2.6)     ``importlib.metadata`` and ``packaging`` (only if the real
+                                                        one is missing)
+b     ``import ray.tune``: ``numpy has no attribute     ``numpy.bool8 = numpy.bool_``
+      'bool8'``
+c     ``Config()``: ``np.float_ was removed``           ``Config.compatibility_settings`` sets the legacy aliases
+                                                        RecBole uses (``np.float``, ``np.long``...) from names
+                                                        numpy 2 still has
+d     ``Trainer.evaluate(load_best_model=True)`` and    the trainer's own checkpoint reads use
+      ``resume_checkpoint``: ``Weights only load        ``weights_only=False`` (RecBole pickles its Config into
+      failed``                                          the checkpoints it writes itself)
+e     LightGCN / NGCF / GCMC / NCL / SpectralCF:        ``dok_matrix._update`` restored as a bulk update of the
+      ``'dok_matrix' object has no attribute            matrix's key dictionary
+      '_update'``
+f1    ``.item`` file with an empty ``token_seq`` /      empty sequence cells are read as ``""`` while RecBole
+      ``float_seq`` cell: ``'float' object has no       loads a feature file
+      attribute 'split'``
+f2    missing ``float`` / ``token`` values: silently    ``Dataset._fill_nan`` assigns the filled column back
+      stay NaN (in-place ``fillna`` is a no-op under    (copy-on-write safe)
+      pandas copy-on-write)
+f3    remapping a ``token_seq`` field: ``Length of      inside RecBole's dataset transforms,
+      values (1) does not match length of index``       ``Series.agg(len)`` means per-element lengths again
+====  ================================================  ===========================================================
+
+Patches d, f1 and f3 change a library behaviour only for the duration of one RecBole method call
+(:func:`_during`), so nothing outside RecBole sees a different torch or pandas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.metadata
+import logging
+import sys
+import types
+import warnings
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: the unpatched callables, by patch key, kept so tests can show each patch is needed
+ORIGINALS: dict[str, object] = {}
+_applied: set[str] = set()
+
+
+@contextlib.contextmanager
+def _swapped(owner, name, replacement):
+    """Temporarily replace ``owner.name`` (restored even when the body raises)."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _during(method, owner, name, make_replacement):
+    """Wrap ``method`` so that ``owner.name`` is ``make_replacement(original)`` while it runs."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        original = getattr(owner, name)
+        with _swapped(owner, name, make_replacement(original)):
+            return method(*args, **kwargs)
+
+    wrapper.__wrapped_by_compat__ = True
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------------- a
+def _make_pkg_resources() -> types.ModuleType:
+    """The part of ``pkg_resources`` that ray 2.6 uses, on top of importlib.metadata and packaging."""
+    import packaging
+    import packaging.version
+
+    module = types.ModuleType("pkg_resources")
+    module.__doc__ = "Subset of setuptools' pkg_resources registered by recbole_mmfusion.compat."
+
+    class DistributionNotFound(Exception):
+        pass
+
+    class _Distribution:
+        def __init__(self, name: str):
+            try:
+                self.version = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError as exc:
+                raise DistributionNotFound(name) from exc
+            self.project_name = name
+
+    def get_distribution(name):
+        return _Distribution(str(name))
+
+    def require(*names):
+        return [_Distribution(str(name)) for name in names]
+
+    module.DistributionNotFound = DistributionNotFound
+    module.get_distribution = get_distribution
+    module.require = require
+    module.parse_version = packaging.version.parse
+    module.packaging = packaging
+    vendor = types.ModuleType("pkg_resources._vendor")
+    vendor.packaging = packaging
+    module._vendor = vendor
+    sys.modules["pkg_resources._vendor"] = vendor
+    sys.modules["pkg_resources._vendor.packaging"] = packaging
+    sys.modules["pkg_resources._vendor.packaging.version"] = packaging.version
+    return module
+
+
+def patch_pkg_resources() -> None:
+    try:
+        importlib.import_module("pkg_resources")
+    except ImportError:
+        sys.modules["pkg_resources"] = _make_pkg_resources()
+
+
+# --------------------------------------------------------------------------------------------------- b
+def patch_numpy_bool8() -> None:
+    if not hasattr(np, "bool8"):
+        np.bool8 = np.bool_
+
+
+# --------------------------------------------------------------------------------------------------- c
+def _legacy_numpy_aliases(self=None) -> None:
+    """What ``Config.compatibility_settings`` meant to do, written with names numpy 2 still has."""
+    np.bool = np.bool_
+    np.int = np.int64
+    np.float = np.float64
+    np.complex = np.complex128
+    np.object = np.object_
+    np.str = np.str_
+    np.long = np.int64
+    np.unicode = np.str_
+
+
+def patch_config_numpy_aliases() -> None:
+    from recbole.config import configurator
+
+    ORIGINALS.setdefault("c", configurator.Config.compatibility_settings)
+    configurator.Config.compatibility_settings = _legacy_numpy_aliases
+    # RecBole's metrics read np.float at call time; set the aliases now, not only when a Config is built
+    _legacy_numpy_aliases()
+
+
+# --------------------------------------------------------------------------------------------------- d
+def _trusting_load(original_load):
+    @functools.wraps(original_load)
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return original_load(*args, **kwargs)
+
+    return load
+
+
+def patch_trainer_checkpoint_load() -> None:
+    import torch
+    from recbole.trainer import trainer
+
+    for name in ("resume_checkpoint", "evaluate"):
+        method = getattr(trainer.Trainer, name)
+        ORIGINALS.setdefault(f"d.{name}", method)
+        setattr(trainer.Trainer, name, _during(method, torch, "load", _trusting_load))
+
+
+# --------------------------------------------------------------------------------------------------- e
+def _dok_bulk_update(self, data) -> None:
+    """Set many ``(row, col) -> value`` entries at once, without per-entry index checks."""
+    self._dict.update(data)
+
+
+def patch_dok_update() -> None:
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = _dok_bulk_update
+
+
+# --------------------------------------------------------------------------------------------------- f1
+def _read_csv_with_empty_sequences(original_read_csv):
+    """``pd.read_csv`` that turns missing cells of ``*_seq`` columns into ``""`` (what RecBole expects)."""
+
+    @functools.wraps(original_read_csv)
+    def read_csv(*args, **kwargs):
+        frame = original_read_csv(*args, **kwargs)
+        for column in frame.columns:
+            if str(column).endswith("_seq") and frame[column].isna().any():
+                frame[column] = frame[column].fillna("")
+        return frame
+
+    return read_csv
+
+
+def _without_chained_assignment_warning(method):
+    """RecBole's now-harmless in-place ``fillna`` on a column would warn on every dataset load."""
+    import pandas as pd
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", getattr(pd.errors, "ChainedAssignmentError", FutureWarning))
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def patch_load_feat_empty_sequences() -> None:
+    import pandas as pd
+    from recbole.data.dataset import dataset
+
+    method = dataset.Dataset._load_feat
+    ORIGINALS.setdefault("f1", method)
+    dataset.Dataset._load_feat = _without_chained_assignment_warning(
+        _during(method, pd, "read_csv", _read_csv_with_empty_sequences)
+    )
+
+
+# --------------------------------------------------------------------------------------------------- f2
+def _fill_nan(self) -> None:
+    """Missing tokens -> 0 (``[PAD]``), missing floats -> the field's mean, missing sequences -> empty."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+def patch_fill_nan() -> None:
+    from recbole.data.dataset import dataset
+
+    ORIGINALS.setdefault("f2", dataset.Dataset._fill_nan)
+    dataset.Dataset._fill_nan = _fill_nan
+
+
+# --------------------------------------------------------------------------------------------------- f3
+def _elementwise_len_agg(original_agg):
+    @functools.wraps(original_agg)
+    def agg(self, func=None, *args, **kwargs):
+        if func is len:
+            return self.map(len)
+        return original_agg(self, func, *args, **kwargs)
+
+    return agg
+
+
+def patch_sequence_lengths() -> None:
+    import pandas as pd
+    from recbole.data.dataset import dataset
+
+    for name in ("_remap", "_normalize", "_discretization"):
+        method = getattr(dataset.Dataset, name)
+        ORIGINALS.setdefault(f"f3.{name}", method)
+        setattr(dataset.Dataset, name, _during(method, pd.Series, "agg", _elementwise_len_agg))
+
+
+#: patch key -> function; applied in this order (a and b before anything imports ray)
+PATCHES = {
+    "a": patch_pkg_resources,
+    "b": patch_numpy_bool8,
+    "c": patch_config_numpy_aliases,
+    "d": patch_trainer_checkpoint_load,
+    "e": patch_dok_update,
+    "f1": patch_load_feat_empty_sequences,
+    "f2": patch_fill_nan,
+    "f3": patch_sequence_lengths,
+}
+
+
+def apply() -> None:
+    """Apply every patch once (later calls do nothing)."""
+    for key, patch in PATCHES.items():
+        if key not in _applied:
+            patch()
+            _applied.add(key)
+    logger.debug("RecBole compatibility patches applied: %s", ", ".join(sorted(_applied)))

@@ -1,0 +1,56 @@
+"""Full-ranking batch sizing.
+
+RecBole's full-ranking loader puts ``max(eval_batch_size // n_items, 1)`` users in a batch, so with the default
+``eval_batch_size: 4096`` a catalogue of 100k items is evaluated one user at a time. Here the number of users per
+batch comes from the item count and a memory budget instead, and is written back as ``eval_batch_size`` (which
+RecBole's loader then divides by the item count again).
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+#: float32 [users, items] tensors alive at once during a full-ranking batch: the scores, the history-masked
+#: copy RecBole writes into, and top-k / positive-mask work space
+SCORE_COPIES = 3
+BYTES_PER_SCORE = 4
+
+
+def users_per_batch(n_items: int, n_users: int, memory_mb: float, fixed: int | None = None) -> int:
+    """Users per full-ranking batch: ``fixed`` if given, else as many as fit in ``memory_mb``, in [1, n_users]."""
+    if fixed is not None:
+        wanted = int(fixed)
+        if wanted < 1:
+            raise ValueError(f"eval_users_per_batch must be >= 1, got {fixed}")
+    else:
+        per_user = max(n_items, 1) * BYTES_PER_SCORE * SCORE_COPIES
+        wanted = int(memory_mb * 2**20 // per_user)
+    return max(1, min(wanted, max(n_users, 1)))
+
+
+def _full_ranking(config) -> bool:
+    mode = (config["eval_args"] or {}).get("mode", "full")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    return any(str(m) == "full" for m in modes)
+
+
+def size_full_sort_batches(config, dataset) -> int | None:
+    """Set ``config['eval_batch_size']`` so each full-ranking batch holds a budgeted number of users.
+
+    Returns:
+        int or None: users per batch, or ``None`` when evaluation is not full ranking (left unchanged).
+    """
+    if not _full_ranking(config):
+        return None
+    n_items, n_users = dataset.item_num, dataset.user_num
+    users = users_per_batch(n_items, n_users, config["eval_memory_mb"] or 512, config["eval_users_per_batch"])
+    config["eval_batch_size"] = users * n_items
+    logger.info(
+        "Full-ranking evaluation: %d items, %d users per batch (%.0f MB of scores per batch; "
+        "eval_memory_mb=%s, eval_users_per_batch=%s)",
+        n_items, users, users * n_items * BYTES_PER_SCORE * SCORE_COPIES / 2**20,
+        config["eval_memory_mb"], config["eval_users_per_batch"],
+    )
+    return users

@@ -1,0 +1,185 @@
+"""Train, evaluate and reload any model (the plugin's or RecBole's) the way ``recbole.quick_start`` does.
+
+RecBole's ``run_recbole`` and ``load_data_and_model`` resolve models inside the ``recbole`` package only, so
+plugin classes cannot go through them; these functions do the same steps with :class:`MMConfig` and the
+plugin's model lookup, and add what a comparison needs: per-epoch timings, the best epoch, the parameter
+count and a results JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_trainer, init_logger, init_seed
+
+from recbole_mmfusion.config import MMConfig
+from recbole_mmfusion.datasets import prepare_dataset
+from recbole_mmfusion.evaluation import size_full_sort_batches
+from recbole_mmfusion.registry import get_model
+
+logger = logging.getLogger(__name__)
+
+
+class _EpochRecorder:
+    """Times the trainer's epochs and keeps each validation score, by wrapping this trainer's own methods."""
+
+    def __init__(self, trainer):
+        self.train_seconds: list[float] = []
+        self.valid_seconds: list[float] = []
+        self.valid_scores: list[tuple[int, float]] = []
+        self._epoch = -1
+        train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+        def timed_train_epoch(train_data, epoch_idx, *args, **kwargs):
+            start = time.perf_counter()
+            out = train_epoch(train_data, epoch_idx, *args, **kwargs)
+            self.train_seconds.append(time.perf_counter() - start)
+            self._epoch = epoch_idx
+            return out
+
+        def timed_valid_epoch(*args, **kwargs):
+            start = time.perf_counter()
+            score, result = valid_epoch(*args, **kwargs)
+            self.valid_seconds.append(time.perf_counter() - start)
+            self.valid_scores.append((self._epoch, float(score)))
+            return score, result
+
+        trainer._train_epoch = timed_train_epoch
+        trainer._valid_epoch = timed_valid_epoch
+
+    def best_epoch(self, bigger_is_better: bool):
+        if not self.valid_scores:
+            return None
+        pick = max if bigger_is_better else min
+        # first epoch reaching the best score, as RecBole's early stopping keeps the first
+        return pick(self.valid_scores, key=lambda pair: (pair[1] if bigger_is_better else -pair[1], -pair[0]))[0]
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _plain(result) -> dict:
+    return {key: float(value) for key, value in (result or {}).items()}
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(payload, out, indent=2, sort_keys=False)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build(model, dataset, config_file_list=None, config_dict=None):
+    """Config, dataset, data loaders and an initialised model, ready for a trainer.
+
+    Returns:
+        tuple: ``(config, model, dataset, train_data, valid_data, test_data)``
+    """
+    config = MMConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    prepare_dataset(config)
+    data = create_dataset(config)
+    logger.info("%s", data)
+    size_full_sort_batches(config, data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
+    model_class = get_model(config["model"])
+    net = model_class(config, train_data._dataset).to(config["device"])
+    logger.info("%s", net)
+    return config, net, data, train_data, valid_data, test_data
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> dict:
+    """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split, write a results JSON.
+
+    Args:
+        model (str or type): model name (plugin first, then RecBole) or class.
+        dataset (str): dataset name.
+        config_file_list (list of str, optional): YAML files applied over the properties.
+        config_dict (dict, optional): overrides applied last.
+        saved (bool): save the best checkpoint and evaluate it (default: ``True``).
+
+    Returns:
+        dict: the results record also written to ``<results_dir>/<dataset>/<model>-<time>.json``.
+    """
+    started = time.perf_counter()
+    config, net, data, train_data, valid_data, test_data = build(model, dataset, config_file_list, config_dict)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    recorder = _EpochRecorder(trainer)
+    fit_start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time.perf_counter() - fit_start
+    eval_start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_seconds = time.perf_counter() - eval_start
+
+    record = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "n_users": int(data.user_num - 1),
+        "n_items": int(data.item_num - 1),
+        "n_interactions": int(data.inter_num),
+        "parameters": int(sum(p.numel() for p in net.parameters() if p.requires_grad)),
+        "valid_metric": config["valid_metric"],
+        "best_valid_score": float(best_valid_score),
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": _plain(test_result),
+        "best_epoch": recorder.best_epoch(config["valid_metric_bigger"]),
+        "epochs_trained": len(recorder.train_seconds),
+        "seconds_per_epoch": _mean(recorder.train_seconds),
+        "seconds_per_validation": _mean(recorder.valid_seconds),
+        "test_eval_seconds": test_seconds,
+        "fit_seconds": fit_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "checkpoint": str(trainer.saved_model_file) if saved else None,
+        "device": str(config["device"]),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_path = Path(config["results_dir"] or "results") / config["dataset"] / f"{config['model']}-{stamp}.json"
+    write_json_atomic(results_path, record)
+    record["results_file"] = str(results_path)
+    logger.info("test result: %s", record["test_result"])
+    logger.info("results written to %s", results_path)
+    return record
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, data, loaders and the trained model from a checkpoint written by :func:`run`.
+
+    The checkpoint must come from a trusted source: RecBole checkpoints pickle the Config.
+
+    Returns:
+        tuple: ``(config, model, dataset, train_data, valid_data, test_data)``
+    """
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    size_full_sort_batches(config, data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    net.load_state_dict(checkpoint["state_dict"])
+    net.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, net, data, train_data, valid_data, test_data

@@ -48,7 +48,7 @@ def size_full_sort_batches(config, dataset) -> int | None:
     users = users_per_batch(n_items, n_users, config["eval_memory_mb"] or 512, config["eval_users_per_batch"])
     config["eval_batch_size"] = users * n_items
     logger.info(
-        "Full-ranking evaluation: %d items, %d users per batch (%.0f MB of scores per batch; "
+        "Full-ranking evaluation: %d items, %d users per batch (%.1f MB of scores per batch; "
         "eval_memory_mb=%s, eval_users_per_batch=%s)",
         n_items, users, users * n_items * BYTES_PER_SCORE * SCORE_COPIES / 2**20,
         config["eval_memory_mb"], config["eval_users_per_batch"],

@@ -1,0 +1,137 @@
+"""Command line: ``python -m dataset_converters {convert,demo} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .issues import ConversionError
+
+log = logging.getLogger("dataset_converters")
+
+DESCRIPTION = """\
+Turn Amazon review data (2014, 2018 and 2023 releases) into RecBole atomic files.
+
+Run 'python -m dataset_converters <subcommand> --help' for the options of each.
+"""
+
+CONVERT_DESCRIPTION = """\
+Convert Amazon review files (2014, 2018 or 2023 schema; .jsonl, .json, .jsonl.gz,
+.json.gz or .parquet, detected by content) into RecBole atomic files.
+
+Steps: read (bad records are counted and skipped, or stop the run with --strict)
+-> keep items of the given categories (needs --meta) -> drop repeated (user, item)
+pairs, keeping the earliest -> iterative k-core -> split each user's history by
+time (last -> test, second last -> valid, rest -> train) -> write
+<out>/<dataset>/<dataset>.{inter,train.inter,valid.inter,test.inter,item,stats.json}.
+Nothing is written unless the whole conversion succeeds.
+"""
+
+CONVERT_EPILOG = """\
+examples:
+  python -m dataset_converters convert --reviews reviews_Beauty_5.json.gz \\
+      --meta meta_Beauty.json.gz --dataset amazon-beauty
+  python -m dataset_converters convert --reviews All_Beauty.jsonl.gz --meta meta_All_Beauty.jsonl.gz \\
+      --dataset all-beauty --k-core 10 --category "Hair Care" --strict
+
+exit status: 0 on success, 2 on an input or usage error (message on stderr).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like ConversionError
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m dataset_converters", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="{convert,demo}", parser_class=_Parser)
+
+    c = sub.add_parser("convert", help="convert review (and item meta) files into <out>/<dataset>/<dataset>.inter, "
+                            ".train.inter, .valid.inter, .test.inter, .item and .stats.json",
+                       description=CONVERT_DESCRIPTION, epilog=CONVERT_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--reviews", nargs="+", action="extend", required=True, metavar="FILE",
+                   help="review files, read in the order given")
+    c.add_argument("--meta", nargs="+", action="extend", metavar="FILE",
+                   help="item meta files; without them no .item file is written")
+    c.add_argument("--dataset", required=True, metavar="NAME",
+                   help="dataset name: the output folder and file prefix")
+    c.add_argument("--out", default="dataset", metavar="DIR",
+                   help="output root; files go to DIR/NAME/ (default: %(default)s)")
+    c.add_argument("--k-core", type=int, default=5, metavar="K",
+                   help="keep the iterative K-core: every user and item with at least K interactions; "
+                        "0 or 1 keeps everything (default: %(default)s)")
+    c.add_argument("--category", nargs="+", action="extend", metavar="NAME", dest="categories",
+                   help="keep only items whose main category or any category path element is one of "
+                        "these names (case-insensitive; needs --meta)")
+    c.add_argument("--strict", action="store_true",
+                   help="stop at the first bad record instead of counting and skipping it")
+    c.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    c.set_defaults(func=_cmd_convert)
+
+    d = sub.add_parser("demo", help="write a small synthetic dataset in the Amazon 2023 format (reviews, meta, images)",
+                       description="Write a synthetic dataset in the Amazon 2023 format: DIR/reviews.jsonl.gz, "
+                                   "DIR/meta.jsonl.gz and DIR/images/, ready for 'convert'.")
+    d.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    d.add_argument("--users", type=int, default=2000, metavar="N", help="number of users (default: %(default)s)")
+    d.add_argument("--items", type=int, default=1000, metavar="N", help="number of items (default: %(default)s)")
+    d.add_argument("--topics", type=int, default=8, metavar="N",
+                   help="number of latent topics (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: %(default)s)")
+    d.add_argument("--image-size", type=int, default=96, metavar="PX",
+                   help="side of the item images in pixels (default: %(default)s)")
+    d.add_argument("--no-images", action="store_true", help="do not write item images")
+    d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def _cmd_convert(args) -> int:
+    from .pipeline import convert
+
+    if args.k_core < 0:
+        raise ConversionError(f"--k-core must be >= 0, got {args.k_core}")
+    convert(args.reviews, meta=args.meta, out_dir=args.out, dataset=args.dataset, k_core=args.k_core,
+            categories=args.categories, strict=args.strict, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    try:
+        from .demo import generate_demo
+    except ImportError as e:
+        raise ConversionError(f"the demo generator is not available: {e}") from None
+    files = generate_demo(args.out, n_users=args.users, n_items=args.items, n_topics=args.topics, seed=args.seed,
+                          image_size=args.image_size, write_images=not args.no_images,
+                          progress=not args.no_progress)
+    log.info("demo dataset written to %s", getattr(files, "root", args.out))
+    if hasattr(files, "reviews"):
+        log.info("convert it with: python -m dataset_converters convert --reviews %s --meta %s --dataset amazon-demo",
+                 files.reviews, files.meta)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

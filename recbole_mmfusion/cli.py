@@ -18,6 +18,7 @@ USAGE_ERROR = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_recbole_mm.py",
+        allow_abbrev=False,  # an override such as --data=... must not be taken for --dataset
         description="Train and evaluate a recommender (plugin models and RecBole's own) on a RecBole dataset.",
         epilog="Any other --key=value overrides that config key (highest precedence), e.g. --epochs=20 "
         "--learning_rate=0.01 --topk=[10,20]. Precedence: properties/ < --config_files < --key=value.",

@@ -53,6 +53,23 @@ def clean_id(value) -> str:
     return s
 
 
+def checked_id(obj: dict, keys: Sequence[str], issues, file: str, line: int) -> Optional[str]:
+    """The record's id under the first of ``keys`` present, or None after reporting why to ``issues``."""
+    key, value = get_id(obj, keys)
+    if value is None:
+        issues.bad("missing_id", file, line, "/".join(keys), "missing or empty")
+        return None
+    try:
+        value = clean_id(value)
+    except ValueError as e:
+        issues.bad("bad_id", file, line, key, str(e))
+        return None
+    if not value:
+        issues.bad("missing_id", file, line, key, "empty after trimming spaces")
+        return None
+    return value
+
+
 def to_millis(value, scale: int) -> int:
     """Convert a timestamp (number, numeric string or datetime) to milliseconds.
 

@@ -35,7 +35,7 @@ from itertools import zip_longest
 from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 from .issues import InputIssues
-from .fields import clean_id, get_id
+from .fields import checked_id, clean_id
 from .records import ITEM_KEYS, PathLike, check_inputs, iter_objects
 
 _PRICE = re.compile(r"^(?:US\s*)?[$\u00a3\u20ac]?\s*(\d{1,3}(?:,\d{3})+|\d+)?(\.\d+)?\s*(?:USD)?$")
@@ -232,17 +232,8 @@ def _schema(obj: dict) -> str:
 def parse_meta(obj: dict, file: str = "", line: int = 0, issues: Optional[InputIssues] = None) -> Optional[ItemMeta]:
     """Normalise one metadata object; report and return None when it has no usable id."""
     issues = issues if issues is not None else InputIssues()
-    key, value = get_id(obj, ITEM_KEYS)
-    if value is None:
-        issues.bad("missing_id", file, line, "/".join(ITEM_KEYS), "missing or empty")
-        return None
-    try:
-        item_id = clean_id(value)
-    except ValueError as e:
-        issues.bad("bad_id", file, line, key, str(e))
-        return None
-    if not item_id:
-        issues.bad("missing_id", file, line, key, "empty after trimming spaces")
+    item_id = checked_id(obj, ITEM_KEYS, issues, file, line)
+    if item_id is None:
         return None
     schema = _schema(obj)
     m = ItemMeta(item_id=item_id, schema=schema, file=file, line=line)

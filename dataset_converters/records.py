@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .fields import MAX_MS, as_text, clean_id, get_id, json_type, parse_rating, review_timestamp
+from .fields import MAX_MS, as_text, checked_id, json_type, parse_rating, review_timestamp
 from .issues import ConversionError, InputIssues
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -290,17 +290,8 @@ def parse_review(obj: dict, file: str, line: int, issues: InputIssues) -> Option
 def _parse_review_full(obj: dict, file: str, line: int, issues: InputIssues) -> Optional[Review]:
     ids = []
     for keys in _ID_KEYS:
-        key, value = get_id(obj, keys)
+        value = checked_id(obj, keys, issues, file, line)
         if value is None:
-            issues.bad("missing_id", file, line, "/".join(keys), "missing or empty")
-            return None
-        try:
-            value = clean_id(value)
-        except ValueError as e:
-            issues.bad("bad_id", file, line, key, str(e))
-            return None
-        if not value:
-            issues.bad("missing_id", file, line, key, "empty after trimming spaces")
             return None
         ids.append(value)
     try:

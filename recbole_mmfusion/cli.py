@@ -49,7 +49,8 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
 def _print_results(record: dict) -> None:
     metrics = record["test_result"]
     width = max(map(len, metrics), default=0)
-    print(f"\nTest results for {record['model']} on {record['dataset']} (best epoch {record['best_epoch']}):")
+    which = "best epoch" if record["tested_epoch"] == record["best_epoch"] else "last epoch"
+    print(f"\nTest results for {record['model']} on {record['dataset']} ({which} {record['tested_epoch']}):")
     for name, value in metrics.items():
         print(f"  {name:<{width}}  {value:.4f}")
     if record.get("seconds_per_epoch") is not None:

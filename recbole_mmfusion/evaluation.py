@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from recbole_mmfusion.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: float32 [users, items] tensors alive at once during a full-ranking batch: the scores, the history-masked
@@ -23,26 +25,32 @@ def users_per_batch(n_items: int, n_users: int, memory_mb: float, fixed: int | N
     if fixed is not None:
         wanted = int(fixed)
         if wanted < 1:
-            raise ValueError(f"eval_users_per_batch must be >= 1, got {fixed}")
+            raise ConfigError(f"eval_users_per_batch must be >= 1, got {fixed}")
     else:
         per_user = max(n_items, 1) * BYTES_PER_SCORE * SCORE_COPIES
         wanted = int(memory_mb * 2**20 // per_user)
     return max(1, min(wanted, max(n_users, 1)))
 
 
-def _full_ranking(config) -> bool:
+def _eval_modes(config) -> list[str]:
     mode = (config["eval_args"] or {}).get("mode", "full")
-    modes = mode.values() if isinstance(mode, dict) else [mode]
-    return any(str(m) == "full" for m in modes)
+    return [str(m) for m in (mode.values() if isinstance(mode, dict) else [mode])]
 
 
 def size_full_sort_batches(config, dataset) -> int | None:
     """Set ``config['eval_batch_size']`` so each full-ranking batch holds a budgeted number of users.
 
+    ``eval_batch_size`` is shared by the validation and test loaders, so it is only rewritten when both rank all
+    items; with sampled evaluation in either phase it is left as configured (and a mixed setup is logged).
+
     Returns:
-        int or None: users per batch, or ``None`` when evaluation is not full ranking (left unchanged).
+        int or None: users per batch, or ``None`` when evaluation is not full ranking in every phase.
     """
-    if not _full_ranking(config):
+    modes = _eval_modes(config)
+    if not all(mode == "full" for mode in modes):
+        if "full" in modes:
+            logger.warning("Full ranking and sampled evaluation are mixed (%s): eval_batch_size=%s is used as "
+                           "configured for both", modes, config["eval_batch_size"])
         return None
     n_items, n_users = dataset.item_num, dataset.user_num
     users = users_per_batch(n_items, n_users, config["eval_memory_mb"] or 512, config["eval_users_per_batch"])

@@ -8,11 +8,8 @@ count and a results JSON.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from recbole.utils import get_trainer, init_logger, init_seed
 from recbole_mmfusion.config import MMConfig
 from recbole_mmfusion.datasets import prepare_dataset
 from recbole_mmfusion.evaluation import size_full_sort_batches
+from recbole_mmfusion.fileio import write_json_atomic
 from recbole_mmfusion.registry import get_model
 
 logger = logging.getLogger(__name__)
@@ -56,11 +54,20 @@ class _EpochRecorder:
         trainer._valid_epoch = timed_valid_epoch
 
     def best_epoch(self, bigger_is_better: bool):
+        """The epoch whose checkpoint RecBole kept: the last one reaching the best validation score.
+
+        RecBole's early stopping counts a score equal to the best as an improvement (``>=``, or ``<=`` when
+        smaller is better) and saves the checkpoint again, so ties go to the later epoch.
+        """
         if not self.valid_scores:
             return None
-        pick = max if bigger_is_better else min
-        # first epoch reaching the best score, as RecBole's early stopping keeps the first
-        return pick(self.valid_scores, key=lambda pair: (pair[1] if bigger_is_better else -pair[1], -pair[0]))[0]
+        scores = [score for _, score in self.valid_scores]
+        best = max(scores) if bigger_is_better else min(scores)
+        return [epoch for epoch, score in self.valid_scores if score == best][-1]
+
+    @property
+    def last_epoch(self):
+        return self._epoch if self.train_seconds else None
 
 
 def _mean(values):
@@ -69,19 +76,6 @@ def _mean(values):
 
 def _plain(result) -> dict:
     return {key: float(value) for key, value in (result or {}).items()}
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(payload, out, indent=2, sort_keys=False)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build(model, dataset, config_file_list=None, config_dict=None):
@@ -144,6 +138,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> 
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
         "best_epoch": recorder.best_epoch(config["valid_metric_bigger"]),
+        # the weights the test split saw: the best checkpoint, or the last epoch's when nothing was saved
+        "tested_epoch": recorder.best_epoch(config["valid_metric_bigger"]) if saved else recorder.last_epoch,
         "epochs_trained": len(recorder.train_seconds),
         "seconds_per_epoch": _mean(recorder.train_seconds),
         "seconds_per_validation": _mean(recorder.valid_seconds),

@@ -1,0 +1,80 @@
+"""Datasets are built when missing, rebuilt when incomplete or made with other settings, and left alone otherwise."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import recbole_mmfusion  # noqa: F401
+from dataset_converters.demo import generate_demo
+from recbole_mmfusion.config import ConfigError, MMConfig
+from recbole_mmfusion.datasets import DatasetNotFoundError, prepare_dataset, required_files
+
+SMALL_DEMO = {"demo_users": 120, "demo_items": 60, "demo_image_size": 16}
+
+
+def _config(root, dataset="amazon-demo", **extra):
+    return MMConfig("BPR", dataset, config_dict={"data_path": str(root / "dataset"), "use_gpu": False,
+                                                 "state": "WARNING", **SMALL_DEMO, **extra})
+
+
+def _mtimes(config):
+    return [path.stat().st_mtime_ns for path in required_files(config)]
+
+
+def test_demo_is_built_once_then_reused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path)
+    prepare_dataset(config)
+    stamps = _mtimes(config)
+    assert (tmp_path / "dataset" / "raw" / "amazon-demo" / "demo.json").is_file()
+    prepare_dataset(_config(tmp_path))
+    assert _mtimes(config) == stamps
+
+
+def test_other_settings_or_an_incomplete_folder_rebuild(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prepare_dataset(_config(tmp_path))
+    data = tmp_path / "dataset" / "amazon-demo"
+    users_at_5 = (data / "amazon-demo.test.inter").read_text().count("\n")
+
+    prepare_dataset(_config(tmp_path, k_core=7))
+    assert '"k_core": 7' in (data / "amazon-demo.stats.json").read_text()
+    assert (data / "amazon-demo.test.inter").read_text().count("\n") < users_at_5
+
+    prepare_dataset(_config(tmp_path, k_core=7, demo_users=90))
+    assert '"n_users": 90' in (tmp_path / "dataset" / "raw" / "amazon-demo" / "demo.json").read_text()
+
+    (data / "amazon-demo.stats.json").unlink()  # an interrupted conversion leaves no stats file
+    config = _config(tmp_path, k_core=7, demo_users=90)
+    before = _mtimes(config)
+    prepare_dataset(config)
+    assert (data / "amazon-demo.stats.json").is_file() and _mtimes(config) != before
+
+
+def test_amazon_source_converts_raw_files_from_raw_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo = generate_demo(tmp_path / "demo", n_users=100, n_items=50, image_size=16)
+    raw = tmp_path / "beauty-raw"
+    raw.mkdir()
+    shutil.copy(demo.reviews, raw / "reviews_Beauty_5.json.gz")  # the format is detected from the content
+    shutil.copy(demo.meta, raw / "meta_Beauty.json.gz")
+    config = _config(tmp_path, dataset="amazon-beauty-2014", raw_path=str(raw))
+    prepare_dataset(config)
+    assert all(path.is_file() for path in required_files(config))
+    # converted once, the raw files are no longer needed
+    shutil.rmtree(raw)
+    prepare_dataset(_config(tmp_path, dataset="amazon-beauty-2014", raw_path=str(raw)))
+    with pytest.raises(DatasetNotFoundError, match="reviews_Beauty_5.json.gz"):
+        prepare_dataset(_config(tmp_path, dataset="amazon-beauty-2014", raw_path=str(raw), k_core=3))
+
+
+def test_plain_dataset_folder_and_bad_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="expected .*mine.train.inter"):
+        prepare_dataset(_config(tmp_path, dataset="mine"))
+    with pytest.raises(ConfigError, match="dataset_source"):
+        prepare_dataset(_config(tmp_path, dataset="mine", dataset_source="ftp"))
+    with pytest.raises(ConfigError, match="cannot generate"):
+        prepare_dataset(_config(tmp_path, demo_items=5))

@@ -10,6 +10,13 @@ Everything is first written inside a staging folder in the output folder
 (each file as ``<name>.part``, renamed when complete); :meth:`Staging.commit`
 then moves each file into ``<out>/<dataset>/`` with :func:`os.replace`, and
 :meth:`Staging.abort` removes the staging folder on failure.
+
+A dataset folder is complete iff ``<ds>.stats.json`` exists. The files are
+moved one at a time, so :meth:`Staging.commit` first deletes the old
+``<ds>.stats.json``, then moves every other file, and moves the new
+``<ds>.stats.json`` last: a commit that fails or is killed midway leaves a
+folder without it, never new ``.inter`` files beside an old split under a
+stats file that claims they belong together.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy as np
 from .meta import ItemMeta
 
 ROWS_PER_WRITE = 1 << 18
+COMPLETE_MARKER = "stats.json"  # suffix of the file whose presence marks a complete dataset folder
 
 INTER_SUFFIXES = ("inter", "train.inter", "valid.inter", "test.inter")
 ITEM_COLUMNS = (
@@ -54,10 +62,10 @@ def float_cell(value: Optional[float]) -> str:
     return repr(float(value))
 
 
-def seconds_text(ms: int) -> str:
-    """Milliseconds as seconds: ``1500000000`` or ``1500000000.25`` (up to 3 decimals)."""
-    s, f = divmod(int(ms), 1000)
-    return str(s) if f == 0 else f"{s}.{f:03d}".rstrip("0")
+def seconds_text(ms: np.ndarray) -> List[str]:
+    """Milliseconds as seconds: ``1500000000`` or ``1500000000.25`` (up to 3 decimals), one per value."""
+    secs, frac = np.divmod(np.asarray(ms, dtype=np.int64), 1000)
+    return [str(s) if f == 0 else f"{s}.{f:03d}".rstrip("0") for s, f in zip(secs.tolist(), frac.tolist())]
 
 
 class Staging:
@@ -93,18 +101,30 @@ class Staging:
 
         Files of ``known_suffixes`` that this run did not produce are removed
         from the destination, so that no stale output is mixed with new ones.
+        The ``stats.json`` marker must be staged: the old one is deleted
+        before anything else moves and the new one moved last (see the
+        module docstring).
         """
+        marker = self.files.get(COMPLETE_MARKER)
+        if marker is None:
+            raise ValueError(f"nothing to commit without {self.filename(COMPLETE_MARKER)}")
         dest = self.out_dir / self.dataset
         dest.mkdir(parents=True, exist_ok=True)
+        try:
+            (dest / marker.name).unlink()
+        except FileNotFoundError:
+            pass
         out = {}
         for suffix, path in self.files.items():
-            target = dest / path.name
-            os.replace(path, target)
-            out[suffix] = target
+            if suffix != COMPLETE_MARKER:
+                out[suffix] = dest / path.name
+                os.replace(path, out[suffix])
         for suffix in known_suffixes:
             stale = dest / self.filename(suffix)
-            if suffix not in out and stale.is_file():
+            if suffix not in self.files and stale.is_file():
                 stale.unlink()
+        out[COMPLETE_MARKER] = dest / marker.name
+        os.replace(marker, out[COMPLETE_MARKER])
         shutil.rmtree(self.dir, ignore_errors=True)
         return out
 
@@ -131,13 +151,12 @@ def inter_header(with_rating: bool) -> str:
 
 def write_interactions(staging: Staging, user_ids: Sequence[str], item_ids: Sequence[str],
                        user: np.ndarray, item: np.ndarray, timestamp: np.ndarray, rating: np.ndarray,
-                       order: np.ndarray, part: np.ndarray) -> Dict[str, int]:
+                       order: np.ndarray, part: np.ndarray, *, with_rating: bool) -> Dict[str, int]:
     """Write ``.inter`` (rows in ``order``) and the train/valid/test files by ``part``.
 
-    The rating column is written only when some row has a rating; NaN ratings
-    are empty cells. Returns the number of rows per file suffix.
+    The rating column is written only when ``with_rating``; NaN ratings are
+    empty cells. Returns the number of rows per file suffix.
     """
-    with_rating = bool(len(order)) and not bool(np.isnan(rating[order]).all())
     header = inter_header(with_rating)
     users = [cell(u) for u in user_ids]
     items = [cell(i) for i in item_ids]
@@ -149,8 +168,7 @@ def write_interactions(staging: Staging, user_ids: Sequence[str], item_ids: Sequ
             f.write(header)
         for a in range(0, len(order), ROWS_PER_WRITE):
             rows = order[a:a + ROWS_PER_WRITE]
-            secs, frac = np.divmod(timestamp[rows], 1000)
-            ts = [str(s) if m == 0 else f"{s}.{m:03d}".rstrip("0") for s, m in zip(secs.tolist(), frac.tolist())]
+            ts = seconds_text(timestamp[rows])
             u_l, i_l = user[rows].tolist(), item[rows].tolist()
             if with_rating:
                 rs = ["" if r != r else f"{r:g}" for r in rating[rows].tolist()]

@@ -94,25 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_convert(args) -> int:
     from .pipeline import convert
 
-    if args.k_core < 0:
-        raise ConversionError(f"--k-core must be >= 0, got {args.k_core}")
     convert(args.reviews, meta=args.meta, out_dir=args.out, dataset=args.dataset, k_core=args.k_core,
             categories=args.categories, strict=args.strict, progress=not args.no_progress)
     return 0
 
 
 def _cmd_demo(args) -> int:
+    from .demo import generate_demo
+
     try:
-        from .demo import generate_demo
-    except ImportError as e:
-        raise ConversionError(f"the demo generator is not available: {e}") from None
-    files = generate_demo(args.out, n_users=args.users, n_items=args.items, n_topics=args.topics, seed=args.seed,
-                          image_size=args.image_size, write_images=not args.no_images,
-                          progress=not args.no_progress)
-    log.info("demo dataset written to %s", getattr(files, "root", args.out))
-    if hasattr(files, "reviews"):
-        log.info("convert it with: python -m dataset_converters convert --reviews %s --meta %s --dataset amazon-demo",
-                 files.reviews, files.meta)
+        files = generate_demo(args.out, n_users=args.users, n_items=args.items, n_topics=args.topics,
+                              seed=args.seed, image_size=args.image_size, write_images=not args.no_images,
+                              progress=not args.no_progress)
+    except ValueError as e:  # sizes out of range
+        raise ConversionError(f"invalid demo settings: {e}") from None
+    except OSError as e:
+        raise ConversionError(f"cannot write the demo dataset into {args.out}: {e}") from None
+    log.info("demo dataset written to %s", files.root)
+    log.info("convert it with: python -m dataset_converters convert --reviews %s --meta %s --dataset amazon-demo",
+             files.reviews, files.meta)
     return 0
 
 

@@ -7,7 +7,10 @@ import math
 import re
 from typing import Optional, Sequence, Tuple
 
-MAX_MS = 2**62  # timestamps are kept as int64 milliseconds
+#: Exclusive upper bound of a timestamp in milliseconds: one past the last
+#: millisecond :mod:`datetime` can represent (9999-12-31T23:59:59.999Z), so
+#: every accepted timestamp can be written as a date.
+MAX_MS = 253402300799999 + 1
 
 _BAD_ID_CHARS = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
 
@@ -149,6 +152,8 @@ def parse_rating(value) -> Optional[float]:
         raise ValueError(f"expected a number, got {value!r}")
     try:
         r = float(value.strip() if isinstance(value, str) else value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"out of range: {value!r}") from None
     except (TypeError, ValueError):
         raise ValueError(f"not a number: {value!r}") from None
     if not math.isfinite(r):

@@ -3,8 +3,13 @@
 Raw user and item ids are mapped to dense ``int32`` indexes in order of first
 appearance; interactions live in numpy arrays (``int32`` user, ``int32`` item,
 ``int64`` timestamp in ms, ``float32`` rating with NaN for implicit feedback)
-that grow in fixed-size chunks, so memory follows the number of interactions
-kept (about 20 bytes each) plus the id dictionaries, never the review text.
+that grow in fixed-size chunks.
+
+The store holds every parsed review and every user and item id seen, before
+duplicates are dropped and before the k-core, so memory grows with the number
+of review records parsed: about 20 bytes per record, plus the id dictionaries
+(one entry per distinct user and item). It does not grow with the size of the
+file's text: titles and review texts are never kept.
 """
 
 from __future__ import annotations

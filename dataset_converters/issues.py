@@ -14,7 +14,7 @@ log = logging.getLogger("dataset_converters")
 BAD_INPUT_REASONS = (
     "malformed_json",
     "bad_encoding",
-    "not_object",
+    "not_object",  # a JSON value that is not an object (an array, a string...)
     "missing_id",
     "bad_id",
     "bad_timestamp",
@@ -68,14 +68,24 @@ class InputIssues:
             bucket.append(text)
 
     def bad(self, reason: str, file, line: int, field: str, message: str) -> None:
-        """Account for a bad input record (raises in strict mode)."""
+        """Account for a bad input record (raises in strict mode).
+
+        ``reason`` must be one of :data:`BAD_INPUT_REASONS` (ValueError otherwise).
+        """
+        if reason not in BAD_INPUT_REASONS:
+            raise ValueError(f"unknown bad-input reason {reason!r}; add it to BAD_INPUT_REASONS")
         text = self.where(file, line, field, message)
         if self.strict:
             raise ConversionError(f"{text} ({reason}; strict mode stops at the first bad record)")
         self._record(reason, text)
 
     def drop(self, reason: str, file, line: int, field: str, message: str) -> None:
-        """Account for a record dropped on purpose (never raises)."""
+        """Account for a record dropped on purpose (never raises for bad input).
+
+        ``reason`` must be one of :data:`DROP_REASONS` (ValueError otherwise).
+        """
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; add it to DROP_REASONS")
         self._record(reason, self.where(file, line, field, message))
 
     @property

@@ -87,25 +87,61 @@ def _as_list(value) -> List:
     return list(value)
 
 
-def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLike, Sequence[PathLike], None] = None,
-            out_dir: PathLike = "dataset", dataset: str = "amazon-demo", k_core: int = 5,
-            categories: Optional[Sequence[str]] = None, strict: bool = False,
-            progress: bool = True) -> ConversionResult:
-    """Convert Amazon review (and meta) files into RecBole atomic files.
+@dataclass
+class _Settings:
+    """The checked arguments of :func:`convert`."""
 
-    Writes ``<out_dir>/<dataset>/<dataset>.inter``, ``.train.inter``,
-    ``.valid.inter``, ``.test.inter``, ``.item`` (only when ``meta`` is given)
-    and ``.stats.json``. Raises :class:`ConversionError` (one-line message)
-    for a missing or empty input file, for the first bad record when
-    ``strict`` is set, and when nothing is left after filtering; in those
-    cases nothing is left behind in ``out_dir``.
-    """
-    t0 = time.perf_counter()
-    _ensure_logging()
+    dataset: str
+    review_paths: List[Path]
+    meta_paths: List[Path]
+    out_dir: Path
+    k_core: int
+    categories: List[str]
+    strict: bool
+    progress: bool
+
+    @property
+    def dest(self) -> Path:
+        return self.out_dir / self.dataset
+
+
+@dataclass
+class _ReadResult:
+    """Steps 1-2: the parsed interactions, in input order."""
+
+    store: Interactions
+    user: np.ndarray
+    item: np.ndarray
+    ts: np.ndarray
+    rating: np.ndarray
+    cat_filter: Optional[CategoryFilter]
+    n_parsed: int
+    dropped_cat: int
+    dropped_no_meta: int
+    n_items_without_meta: int
+
+
+@dataclass
+class _FilterResult:
+    """Steps 3-5: the rows kept (input order), their split order and parts."""
+
+    rows: np.ndarray
+    order: np.ndarray
+    part: np.ndarray
+    n_dups: int
+    n_users: int
+    kept_item_mask: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return int(self.kept_item_mask.sum())
+
+
+def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress) -> _Settings:
+    """Validate every argument and input path before any work is done."""
     dataset = _check_dataset_name(dataset)
     if isinstance(k_core, bool) or not isinstance(k_core, (int, np.integer)) or k_core < 0:
         raise ConversionError(f"k_core must be a whole number >= 0, got {k_core!r}")
-    k_core = int(k_core)
     review_paths = check_inputs(_as_list(reviews), "reviews")
     if not review_paths:
         raise ConversionError("no reviews file given")
@@ -119,29 +155,27 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     if cats and not meta_paths:
         raise ConversionError("filtering by category needs the item meta files (meta=... / --meta)")
     out_dir = Path(out_dir)
-    dest = out_dir / dataset
-    for p in (out_dir, dest):
+    for p in (out_dir, out_dir / dataset):
         if p.exists() and not p.is_dir():
             raise ConversionError(f"output path exists and is not a folder: {p}")
+    return _Settings(dataset, review_paths, meta_paths, out_dir, int(k_core), cats, bool(strict), progress)
 
-    issues = InputIssues(strict=strict, label="review records")
-    meta_issues = InputIssues(strict=strict, label="meta records")
-    counts: Dict[str, object] = {}
 
-    # 1. category filter, from a first pass over the meta files
+def _read(cfg: _Settings, issues: InputIssues, meta_issues: InputIssues) -> _ReadResult:
+    """1. category filter (first meta pass), 2. reviews -> compact arrays."""
     cat_filter = None
-    if cats:
-        log.info("scanning %d meta file(s) for categories %s", len(meta_paths), ", ".join(cats))
-        cat_filter = CategoryFilter(cats).scan(read_meta(meta_paths, meta_issues, progress=progress))
+    if cfg.categories:
+        log.info("scanning %d meta file(s) for categories %s", len(cfg.meta_paths), ", ".join(cfg.categories))
+        cat_filter = CategoryFilter(cfg.categories).scan(read_meta(cfg.meta_paths, meta_issues,
+                                                                   progress=cfg.progress))
         if not cat_filter.passing:
-            raise ConversionError(f"no item in the meta files is in the categories {', '.join(cats)}")
+            raise ConversionError(f"no item in the meta files is in the categories {', '.join(cfg.categories)}")
 
-    # 2. reviews -> compact arrays
-    log.info("reading %d review file(s)", len(review_paths))
+    log.info("reading %d review file(s)", len(cfg.review_paths))
     store = Interactions()
     dropped_cat = dropped_no_meta = 0
     no_meta_items: set = set()
-    for r in read_reviews(review_paths, issues, progress=progress):
+    for r in read_reviews(cfg.review_paths, issues, progress=cfg.progress):
         if cat_filter is not None:
             decision = cat_filter.decide(r.item)
             if decision == CategoryFilter.MISMATCH:
@@ -158,8 +192,13 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
         raise ConversionError(f"no usable interactions {what} ({issues.records_read:,} records read, "
                               f"skipped: {issues.summary()})")
     user, item, ts, rating = store.arrays()
+    return _ReadResult(store, user, item, ts, rating, cat_filter, n_parsed, dropped_cat, dropped_no_meta,
+                       len(no_meta_items))
 
-    # 3. duplicates, 4. k-core
+
+def _filter(data: _ReadResult, k_core: int) -> _FilterResult:
+    """3. drop duplicates, 4. k-core, 5. split by time."""
+    user, item, ts, store = data.user, data.item, data.ts, data.store
     keep = dedupe(user, item, ts, store.n_items)
     n_dups = len(user) - len(keep)
     sel = k_core_filter(user[keep], item[keep], k_core, store.n_users, store.n_items)
@@ -169,71 +208,80 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
         raise ConversionError(f"no interactions left after {k_core}-core filtering "
                               f"({len(user) - n_dups:,} interactions of {store.n_users:,} users and "
                               f"{store.n_items:,} items before); try a smaller k-core")
-
-    # 5. split
     order_local, part = leave_one_out(user[rows], ts[rows])  # rows are in input order
     order = rows[order_local]
     del order_local
-    kept_users = np.unique(user[rows])
     kept_item_mask = np.zeros(store.n_items, dtype=bool)
     kept_item_mask[item[rows]] = True
-    n_items_kept = int(kept_item_mask.sum())
+    return _FilterResult(rows, order, part, n_dups, int(len(np.unique(user[rows]))), kept_item_mask)
 
-    # 6. write
+
+def _write_item_file(staging: Staging, cfg: _Settings, data: _ReadResult, kept: _FilterResult,
+                     meta_issues: InputIssues, item_ids: List[str]):
+    """``<dataset>.item`` from a second meta pass; ``(columns written, items with meta)``."""
+    writer = ItemFileWriter(staging)
+    try:
+        written = np.zeros(data.store.n_items, dtype=bool)
+        pass_issues = InputIssues() if data.cat_filter is not None else meta_issues
+        index = data.store.item_index
+        for m in read_meta(cfg.meta_paths, pass_issues, progress=cfg.progress):
+            i = index.get(m.item_id)
+            if i is not None and kept.kept_item_mask[i] and not written[i]:
+                writer.add(m.item_id, m)
+                written[i] = True
+        items_with_meta = int(written.sum())
+        for i in np.flatnonzero(kept.kept_item_mask & ~written).tolist():
+            writer.add(item_ids[i], None)
+        return writer.finish(), items_with_meta
+    finally:
+        writer.close()
+
+
+def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: InputIssues,
+           meta_issues: InputIssues, t0: float):
+    """6. write everything into a staging folder, then commit it; ``(files, stats)``."""
+    store, rows = data.store, kept.rows
+    with_rating = not bool(np.isnan(data.rating[rows]).all())
     staging = None
     try:
-        staging = Staging(out_dir, dataset)
+        staging = Staging(cfg.out_dir, cfg.dataset)
         item_ids = store.item_ids()
-        sizes = write_interactions(staging, store.user_ids(), item_ids, user, item, ts, rating, order, part)
+        sizes = write_interactions(staging, store.user_ids(), item_ids, data.user, data.item, data.ts, data.rating,
+                                   kept.order, kept.part, with_rating=with_rating)
         item_columns: List[str] = []
         items_with_meta = 0
-        if meta_paths:
-            writer = ItemFileWriter(staging)
-            try:
-                written = np.zeros(store.n_items, dtype=bool)
-                pass_issues = InputIssues() if cat_filter is not None else meta_issues
-                index = store.item_index
-                for m in read_meta(meta_paths, pass_issues, progress=progress):
-                    i = index.get(m.item_id)
-                    if i is not None and kept_item_mask[i] and not written[i]:
-                        writer.add(m.item_id, m)
-                        written[i] = True
-                items_with_meta = int(written.sum())
-                for i in np.flatnonzero(kept_item_mask & ~written).tolist():
-                    writer.add(item_ids[i], None)
-                item_columns = writer.finish()
-            finally:
-                writer.close()
-        t_first, t_last = int(ts[rows].min()), int(ts[rows].max())
-        counts.update({
+        if cfg.meta_paths:
+            item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids)
+        t_first, t_last = int(data.ts[rows].min()), int(data.ts[rows].max())
+        n_unique = len(data.user) - kept.n_dups
+        counts = {
             "records_read": issues.records_read,
             "records_skipped": issues.total,
             "skipped": issues.as_counts(),
-            "reviews_parsed": n_parsed,
+            "reviews_parsed": data.n_parsed,
             "meta_records_read": meta_issues.records_read,
             "meta_records_skipped": meta_issues.total,
             "meta_skipped": meta_issues.as_counts(),
-            "dropped_by_category_filter": dropped_cat,
-            "dropped_without_meta": dropped_no_meta,
-            "items_without_meta": len(no_meta_items),
-            "duplicates_dropped": n_dups,
-            "removed_by_k_core": len(user) - n_dups - len(rows),
-            "users": int(len(kept_users)),
-            "items": n_items_kept,
+            "dropped_by_category_filter": data.dropped_cat,
+            "dropped_without_meta": data.dropped_no_meta,
+            "items_without_meta": data.n_items_without_meta,
+            "duplicates_dropped": kept.n_dups,
+            "removed_by_k_core": n_unique - len(rows),
+            "users": kept.n_users,
+            "items": kept.n_items,
             "interactions": int(len(rows)),
             "train": sizes["train.inter"],
             "valid": sizes["valid.inter"],
             "test": sizes["test.inter"],
             "items_with_meta": items_with_meta,
-            "kept_items_without_meta": n_items_kept - items_with_meta if meta_paths else None,
-        })
-        with_rating = not bool(np.isnan(rating[rows]).all())
+            "kept_items_without_meta": kept.n_items - items_with_meta if cfg.meta_paths else None,
+        }
         stats = {
-            "dataset": dataset,
-            "inputs": {"reviews": [str(p) for p in review_paths], "meta": [str(p) for p in meta_paths]},
-            "k_core": k_core,
-            "categories": cats or None,
-            "strict": bool(strict),
+            "dataset": cfg.dataset,
+            "inputs": {"reviews": [str(p) for p in cfg.review_paths], "meta": [str(p) for p in cfg.meta_paths]},
+            "k_core": cfg.k_core,
+            "categories": cfg.categories or None,
+            "strict": cfg.strict,
             "counts": counts,
             "examples": issues.as_examples(),
             "meta_examples": meta_issues.as_examples(),
@@ -251,21 +299,50 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     except OSError as e:
         if staging is not None:
             staging.abort()
-        raise ConversionError(f"cannot write the dataset into {out_dir}: {e}") from None
+        raise ConversionError(f"cannot write the dataset into {cfg.out_dir}: {e}") from None
     except BaseException:
         if staging is not None:
             staging.abort()
         raise
+    return files, stats
 
-    issues.report(log)
-    meta_issues.report(log)
-    log.info("%s: %s users, %s items, %s interactions (train %s, valid %s, test %s)", dataset,
+
+def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLike, Sequence[PathLike], None] = None,
+            out_dir: PathLike = "dataset", dataset: str = "amazon-demo", k_core: int = 5,
+            categories: Optional[Sequence[str]] = None, strict: bool = False,
+            progress: bool = True) -> ConversionResult:
+    """Convert Amazon review (and meta) files into RecBole atomic files.
+
+    Writes ``<out_dir>/<dataset>/<dataset>.inter``, ``.train.inter``,
+    ``.valid.inter``, ``.test.inter``, ``.item`` (only when ``meta`` is given)
+    and ``.stats.json``. Raises :class:`ConversionError` (one-line message)
+    for a missing or empty input file, for the first bad record when
+    ``strict`` is set, and when nothing is left after filtering; in those
+    cases nothing is left behind in ``out_dir``. The skipped records are
+    logged in every case, before the error is raised.
+    """
+    t0 = time.perf_counter()
+    _ensure_logging()
+    cfg = _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress)
+    issues = InputIssues(strict=cfg.strict, label="review records")
+    meta_issues = InputIssues(strict=cfg.strict, label="meta records")
+    try:
+        data = _read(cfg, issues, meta_issues)
+        kept = _filter(data, cfg.k_core)
+        files, stats = _write(cfg, data, kept, issues, meta_issues, t0)
+    finally:
+        issues.report(log)
+        meta_issues.report(log)
+
+    counts = stats["counts"]
+    log.info("%s: %s users, %s items, %s interactions (train %s, valid %s, test %s)", cfg.dataset,
              f"{counts['users']:,}", f"{counts['items']:,}", f"{counts['interactions']:,}",
              f"{counts['train']:,}", f"{counts['valid']:,}", f"{counts['test']:,}")
     log.info("read %s review records, skipped %s (%s); %s duplicates, %s removed by %d-core%s",
-             f"{issues.records_read:,}", f"{issues.total:,}", issues.summary(), f"{n_dups:,}",
-             f"{counts['removed_by_k_core']:,}", k_core,
-             f"; {dropped_cat + dropped_no_meta:,} outside the categories" if cat_filter is not None else "")
-    log.info("written to %s in %.1f s", dest, stats["seconds"])
-    return ConversionResult(dataset=dataset, path=dest, n_users=counts["users"], n_items=counts["items"],
+             f"{issues.records_read:,}", f"{issues.total:,}", issues.summary(), f"{kept.n_dups:,}",
+             f"{counts['removed_by_k_core']:,}", cfg.k_core,
+             f"; {data.dropped_cat + data.dropped_no_meta:,} outside the categories"
+             if data.cat_filter is not None else "")
+    log.info("written to %s in %.1f s", cfg.dest, stats["seconds"])
+    return ConversionResult(dataset=cfg.dataset, path=cfg.dest, n_users=counts["users"], n_items=counts["items"],
                             n_interactions=counts["interactions"], files=files, stats=stats)

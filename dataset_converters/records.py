@@ -41,7 +41,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 PARQUET_BATCH_ROWS = 8192
 _PROGRESS_EVERY = 2048  # lines between two progress-bar updates
-_NOTHING = object()
 
 
 class Review(NamedTuple):
@@ -77,10 +76,25 @@ def check_inputs(paths: Union[PathLike, Sequence[PathLike], None], what: str) ->
     return out
 
 
+def _unreadable(path: PathLike, e: OSError) -> ConversionError:
+    return ConversionError(f"cannot read {path}: {e.strerror or e}")
+
+
+def _open_binary(path: PathLike):
+    """``open(path, "rb")``, raising :class:`ConversionError` when the file cannot be opened."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise _unreadable(path, e) from None
+
+
 def detect_format(path: PathLike) -> str:
     """``"gzip"``, ``"parquet"`` or ``"text"``, from the first bytes of the file."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    with _open_binary(path) as f:
+        try:
+            head = f.read(4)
+        except OSError as e:
+            raise _unreadable(path, e) from None
     if head[:2] == GZIP_MAGIC:
         return "gzip"
     if head == PARQUET_MAGIC:
@@ -103,7 +117,7 @@ def open_lines(path: PathLike):
     ``raw.tell()`` is the position in the file on disk (for gzip: in the
     compressed stream), which is what progress is measured in.
     """
-    raw = open(path, "rb")
+    raw = _open_binary(path)
     try:
         if raw.read(2) == GZIP_MAGIC:
             raw.seek(0)
@@ -165,7 +179,10 @@ def parse_line(text: str):
 def _iter_text_objects(path: Path, issues: InputIssues, progress: bool) -> Iterator[Tuple[int, dict]]:
     name = str(path)
     n_records = 0
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise _unreadable(path, e) from None
     with _progress_bar(progress, size, path.name) as bar, open_lines(path) as (stream, raw):
         lineno = 0
         last_pos = 0
@@ -255,6 +272,9 @@ REVIEW_COLUMNS = ("user_id", "reviewerID", "parent_asin", "asin", "rating", "ove
                   "text", "reviewText", "timestamp", "sort_timestamp", "unixReviewTime", "reviewTime")
 
 
+_MAX_INT_RATING = 2**53  # larger ints take the full path, which reports those too large for a float
+
+
 def parse_review(obj: dict, file: str, line: int, issues: InputIssues) -> Optional[Review]:
     """Normalise one review object; report and return None when it must be skipped."""
     # fast path for the common clean record; anything unusual takes the full path
@@ -280,7 +300,8 @@ def parse_review(obj: dict, file: str, line: int, issues: InputIssues) -> Option
             r = get("overall")
         tr = type(r)
         if u and i and u.isprintable() and i.isprintable() and (
-                r is None or tr is int or (tr is float and math.isfinite(r))):
+                r is None or (tr is int and -_MAX_INT_RATING < r < _MAX_INT_RATING)
+                or (tr is float and math.isfinite(r))):
             title = get("title") if "title" in obj else get("summary")
             text = get("text") if "text" in obj else get("reviewText")
             return Review(u, i, None if r is None else float(r), t * scale, as_text(title), as_text(text), file, line)

@@ -19,7 +19,6 @@ from typing import Optional, Tuple
 import numpy as np
 
 TRAIN, VALID, TEST = 0, 1, 2
-PART_NAMES = ("train", "valid", "test")
 
 
 def sort_by_user_time(user: np.ndarray, timestamp: np.ndarray,

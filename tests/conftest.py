@@ -1,7 +1,5 @@
-# ---------------------------------------------------------------------------
-# dataset_converters fixtures (used by test_readers, test_filters, test_split,
-# test_convert and test_real_data)
-# ---------------------------------------------------------------------------
+"""Shared fixtures: small review/meta files written on the fly, and the real Amazon data folder."""
+
 import gzip
 import json
 import os
@@ -47,7 +45,3 @@ def shared_data():
     if not root.is_dir():
         pytest.skip(f"real Amazon data not found at {root} (set RECBOLE_MM_SHARED_DATA to its folder)")
     return root
-
-# ---------------------------------------------------------------------------
-# end of dataset_converters fixtures
-# ---------------------------------------------------------------------------

@@ -320,9 +320,116 @@ def test_cli_help():
 
 
 def test_cli_demo_then_convert(tmp_path):
-    pytest.importorskip("dataset_converters.demo", reason="the demo generator is not in this checkout")
     assert main(["demo", "--out", str(tmp_path / "raw"), "--users", "60", "--items", "40", "--topics", "2",
                  "--no-images", "--no-progress"]) == 0
     res = convert([tmp_path / "raw" / "reviews.jsonl.gz"], meta=[tmp_path / "raw" / "meta.jsonl.gz"],
                   out_dir=tmp_path / "out", dataset="demo", k_core=1, strict=True, progress=False)
     assert res.n_interactions > 0 and res.stats["counts"]["records_skipped"] == 0
+
+
+def test_cli_demo_bad_sizes(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "raw"), "--items", "10", "--no-images", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid demo settings: ") and "n_items" in err and err.count("\n") == 1
+
+
+def test_cli_negative_k_core(small, tmp_path, capsys):
+    reviews, _ = small
+    assert main(["convert", "--reviews", str(reviews), "--dataset", "d", "--out", str(tmp_path / "o"),
+                 "--k-core", "-1", "--no-progress"]) == 2
+    assert capsys.readouterr().err == "error: k_core must be a whole number >= 0, got -1\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_nanosecond_timestamps_are_bad_input(write_records, tmp_path):
+    ns = 1_627_679_830_425_000_000
+    path = write_records("ns.jsonl", [REVIEWS[1], rev("U9", "P9", 5.0, ns), REVIEWS[2]])
+    res = convert([path], out_dir=tmp_path / "out", dataset="ns", k_core=0, progress=False)
+    assert res.n_interactions == 2 and res.stats["counts"]["skipped"] == {"bad_timestamp": 1}
+    assert res.stats["examples"]["bad_timestamp"] == [f"{path}:2: timestamp: out of range: {ns}"]
+    with pytest.raises(ConversionError, match=f"^{path}:2: timestamp: out of range"):
+        convert([path], out_dir=tmp_path / "strict", dataset="ns", k_core=0, strict=True, progress=False)
+    assert files_under(tmp_path / "strict") == []
+
+
+def test_failed_conversion_logs_skipped_records(write_records, tmp_path, caplog):
+    path = write_records("r.jsonl", [REVIEWS[1], "{oops", REVIEWS[2]])
+    with caplog.at_level(logging.INFO, logger="dataset_converters"):
+        with pytest.raises(ConversionError, match="no interactions left after 5-core"):
+            convert([path], out_dir=tmp_path / "out", dataset="d", progress=False)
+    assert "skipped 1 review records (malformed_json: 1)" in caplog.text
+    assert f"malformed_json: {path}:2: json: " in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads files whatever their permissions")
+def test_unreadable_review_file(small, tmp_path):
+    reviews, meta = small
+    reviews.chmod(0)
+    try:
+        for kwargs in ({}, {"meta": [reviews]}):
+            with pytest.raises(ConversionError, match=f"^cannot read {reviews}: Permission denied$"):
+                convert([meta if kwargs else reviews], out_dir=tmp_path / "o", dataset="d", progress=False,
+                        **kwargs)
+    finally:
+        reviews.chmod(0o644)
+    assert files_under(tmp_path / "o") == []
+
+
+def test_unreadable_review_file_in_cli(small, tmp_path, capsys, monkeypatch):
+    """Opening a review file fails (as a chmod 000 file does for users other than root): one-line error."""
+    reviews, _ = small
+    import builtins
+
+    import dataset_converters.records as records
+
+    def denying_open(file, *args, **kwargs):
+        if Path(file) == reviews:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(records, "open", denying_open, raising=False)
+    assert main(["convert", "--reviews", str(reviews), "--dataset", "d", "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: cannot read {reviews}: Permission denied\n"
+    assert files_under(tmp_path / "o") == []
+
+
+def test_interrupted_commit_leaves_no_stats_and_rerun_completes(small, tmp_path, monkeypatch):
+    """<ds>.stats.json marks a complete folder: a commit that stops midway must leave none."""
+    reviews, meta = small
+    convert([reviews], meta=[meta], out_dir=tmp_path, dataset="d", k_core=1, progress=False)
+    d = tmp_path / "d"
+    assert (d / "d.stats.json").is_file()
+
+    import dataset_converters.atomic as atomic
+
+    real_replace, real_commit, moved = os.replace, atomic.Staging.commit, []
+
+    def failing_replace(src, dst):
+        moved.append(Path(dst).name)
+        if len(moved) == 3:
+            raise OSError("killed")
+        real_replace(src, dst)
+
+    def commit(self, *args, **kwargs):
+        monkeypatch.setattr(atomic.os, "replace", failing_replace)
+        try:
+            return real_commit(self, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(atomic.os, "replace", real_replace)
+
+    monkeypatch.setattr(atomic.Staging, "commit", commit)
+    with pytest.raises(ConversionError, match="cannot write the dataset into .*killed"):
+        convert([reviews], out_dir=tmp_path, dataset="d", k_core=0, progress=False)
+    assert len(moved) == 3 and "d.stats.json" not in moved
+    assert not (d / "d.stats.json").exists()  # consumers see an incomplete dataset
+    assert sorted(os.listdir(tmp_path)) == ["d", "raw"]  # no staging folder left
+    monkeypatch.undo()
+
+    res = convert([reviews], out_dir=tmp_path, dataset="d", k_core=0, progress=False)
+    assert json.loads((d / "d.stats.json").read_text()) == res.stats
+    assert sorted(os.listdir(d)) == ["d." + s for s in ("inter", "stats.json", "test.inter", "train.inter",
+                                                          "valid.inter")]
+    for key in ("train", "valid", "test"):
+        assert len(lines(d / f"d.{key}.inter")) - 1 == res.stats["counts"][key]

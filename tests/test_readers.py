@@ -2,15 +2,17 @@
 
 import gzip
 import json
+import os
 
 import pytest
 
 from dataset_converters import ConversionError
-from dataset_converters.issues import InputIssues
+from dataset_converters.issues import BAD_INPUT_REASONS, DROP_REASONS, InputIssues
 from dataset_converters.meta import (ItemMeta, category_token, clean_text, norm_category, parse_meta,
                                      parse_price, read_meta)
-from dataset_converters.fields import parse_review_time
-from dataset_converters.records import detect_format, read_reviews
+from dataset_converters.fields import MAX_MS, parse_review_time
+from dataset_converters.records import _parse_review_full, detect_format, has_records, iter_objects, parse_review, \
+    read_reviews
 
 R2023 = [
     {"rating": 4.0, "title": "Nice", "text": "Good bow.", "images": [], "asin": "B01", "parent_asin": "P01",
@@ -174,6 +176,134 @@ def test_missing_empty_and_truncated_files(tmp_path, write_records):
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(ConversionError, match="cut.jsonl.gz"):
         reviews(cut)
+
+
+def test_timestamps_beyond_year_9999_are_bad(write_records):
+    ns = 1_627_679_830_425_000_000  # nanoseconds: years past 9999 when read as milliseconds
+    lines = [
+        json.dumps(R2023[0]),
+        json.dumps({"user_id": "U9", "parent_asin": "P9", "timestamp": ns}),
+        json.dumps({"user_id": "U9", "parent_asin": "P9", "sort_timestamp": str(ns)}),
+        json.dumps({"reviewerID": "A9", "asin": "B9", "unixReviewTime": MAX_MS // 1000}),
+        json.dumps({"user_id": "U9", "parent_asin": "P9", "timestamp": MAX_MS - 1}),  # 9999-12-31T23:59:59.999Z
+    ]
+    path = write_records("ns.jsonl", lines)
+    out, issues = reviews(path)
+    assert [r.line for r in out] == [1, 5] and out[1].timestamp == MAX_MS - 1
+    assert issues.as_counts() == {"bad_timestamp": 3}
+    assert [e.split(": ")[0:2] for e in issues.examples["bad_timestamp"]] == [
+        [f"{path}:2", "timestamp"], [f"{path}:3", "sort_timestamp"], [f"{path}:4", "unixReviewTime"]]
+    with pytest.raises(ConversionError) as e:
+        reviews(path, issues=InputIssues(strict=True))
+    assert str(e.value).startswith(f"{path}:2: timestamp: out of range: {ns}")
+
+
+def test_unreadable_files_raise_conversion_error(tmp_path, write_records):
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    for call in (lambda: detect_format(folder), lambda: has_records(folder),
+                 lambda: list(iter_objects(folder, InputIssues()))):
+        with pytest.raises(ConversionError, match=f"^cannot read {folder}: "):
+            call()
+    broken = tmp_path / "broken.jsonl"
+    broken.symlink_to(tmp_path / "gone.jsonl")
+    with pytest.raises(ConversionError, match=f"^cannot read {broken}: No such file"):
+        list(iter_objects(broken, InputIssues()))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads files whatever their permissions")
+def test_permission_denied_raises_conversion_error(write_records):
+    path = write_records("locked.jsonl", R2023)
+    path.chmod(0)
+    try:
+        with pytest.raises(ConversionError, match=f"^cannot read {path}: Permission denied$"):
+            reviews(path)
+    finally:
+        path.chmod(0o644)
+
+
+# inputs the fast path of parse_review accepts or hands over to the full parser
+PATH_CASES = [
+    R2023[0], R2023[1], R2023[2], R2018[0], R2018[1],
+    {"reviewerID": "A1", "asin": "0205616461", "overall": 5.0, "unixReviewTime": 1370304000},  # 2014
+    {"user_id": " U1 ", "parent_asin": " P1 ", "timestamp": 5},
+    {"user_id": "", "reviewerID": "A1", "parent_asin": "", "asin": "B1", "timestamp": 5},
+    {"user_id": None, "reviewerID": "A1", "parent_asin": None, "asin": "B1", "timestamp": 5},
+    {"user_id": "   ", "reviewerID": "A1", "parent_asin": "P1", "timestamp": 5},
+    {"user_id": 0, "parent_asin": 12345, "timestamp": 5},
+    {"user_id": True, "parent_asin": "P1", "timestamp": 5},
+    {"user_id": ["U1"], "parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U\tX", "parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U\x00X", "parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U\u2028", "parent_asin": "P1", "timestamp": 5},
+    {"parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U1", "timestamp": 5},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 1627679830425},  # ms
+    {"user_id": "U1", "parent_asin": "P1", "unixReviewTime": 1627679830},  # s
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 1627679830425.5},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": "1627679830425"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": "", "sort_timestamp": 7},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": None, "sort_timestamp": 7, "unixReviewTime": 9},
+    {"user_id": "U1", "parent_asin": "P1", "sort_timestamp": 7, "unixReviewTime": 9},
+    {"user_id": "U1", "parent_asin": "P1", "unixReviewTime": "", "reviewTime": "09 1, 2016"},
+    {"reviewerID": "A1", "asin": "B1", "reviewTime": "09 1, 2016"},
+    {"reviewerID": "A1", "asin": "B1", "reviewTime": "sometime"},
+    {"reviewerID": "A1", "asin": "B1", "unixReviewTime": True},
+    {"user_id": "U1", "parent_asin": "P1"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": -5},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": MAX_MS - 1},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": MAX_MS},
+    {"user_id": "U1", "parent_asin": "P1", "unixReviewTime": MAX_MS // 1000},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 1_627_679_830_425_000_000},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": float("inf")},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": 4},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": "4.5"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": ""},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": None, "overall": 3},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": None, "overall": "bad"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": "five"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": True},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": float("nan")},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": [5]},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": 10**20},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "rating": 10**400},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "summary": "s", "reviewText": "r"},
+    {"user_id": "U1", "parent_asin": "P1", "timestamp": 5, "title": None, "summary": "s", "text": 3},
+]
+
+
+@pytest.mark.parametrize("case", range(len(PATH_CASES)))
+def test_fast_and_full_review_paths_agree(case):
+    obj = PATH_CASES[case]
+    fast_issues, full_issues = InputIssues(), InputIssues()
+    fast = parse_review(dict(obj), "f", 7, fast_issues)
+    full = _parse_review_full(dict(obj), "f", 7, full_issues)
+    assert fast == full
+    assert fast_issues.as_counts() == full_issues.as_counts()
+    assert fast_issues.as_examples() == full_issues.as_examples()
+
+
+def test_path_cases_cover_every_outcome():
+    outcomes = set()
+    for obj in PATH_CASES:
+        issues = InputIssues()
+        outcomes.add("ok" if _parse_review_full(dict(obj), "f", 1, issues) else next(iter(issues.counts)))
+    assert outcomes == {"ok", "missing_id", "bad_id", "bad_timestamp", "missing_timestamp", "negative_timestamp",
+                        "bad_rating"}
+
+
+def test_issue_reasons_must_be_known():
+    issues = InputIssues()
+    with pytest.raises(ValueError, match="unknown bad-input reason"):
+        issues.bad("not_an_object", "f", 1, "record", "x")
+    with pytest.raises(ValueError, match="unknown drop reason"):
+        issues.drop("bad_id", "f", 1, "id", "x")
+    for reason in BAD_INPUT_REASONS:
+        issues.bad(reason, "f", 1, "x", "m")
+    for reason in DROP_REASONS:
+        issues.drop(reason, "f", 1, "x", "m")
+    assert set(issues.counts) == set(BAD_INPUT_REASONS) | set(DROP_REASONS)
 
 
 def test_progress_bar_goes_to_stderr(write_records, capsys):

@@ -1,11 +1,12 @@
 """Make sure a dataset's atomic files exist before RecBole opens them.
 
 The dataset YAML says how to build missing files (``dataset_source``): ``demo`` generates the synthetic
-Amazon-2023-format raw files and converts them; ``amazon`` converts raw Amazon files already placed in
-``raw_path``; ``none`` (or no YAML) means the files must be there. Each stage is skipped when its output is
-complete and was made with the current settings (``k_core``, the raw file names, the ``demo_*`` keys): the
-converter writes ``<dataset>.stats.json`` last, so its presence marks a finished conversion and records how it
-was made.
+Amazon-2023-format raw files and converts them; ``amazon`` converts the raw Amazon files in ``raw_path``, first
+downloading the missing ones when the YAML names an Amazon Reviews 2023 category (``amazon_category``) and
+``download`` is true; ``none`` (or no YAML) means the files must be there. Each stage is skipped when its output is
+complete and was made with the current settings (``k_core``, the raw file names, the ``demo_*`` keys): a raw file
+is downloaded into ``<name>.part`` and renamed only once whole, and the converter writes ``<dataset>.stats.json``
+last, so its presence marks a finished conversion and records how it was made.
 """
 
 from __future__ import annotations
@@ -71,14 +72,83 @@ def _build_demo(config, raw: Path):
     return [reviews], [meta]
 
 
+#: sub-folders of ``download_base_url`` holding the Amazon Reviews 2023 review and metadata files
+REVIEW_FOLDER, META_FOLDER = "review_categories/", "meta_categories/"
+
+
+def _base_url(config) -> str:
+    base = str(config["download_base_url"] or "").strip()
+    if not base:
+        raise ConfigError("download_base_url is empty: set it to the Amazon Reviews 2023 raw/ folder URL")
+    return base if base.endswith("/") else base + "/"
+
+
+def raw_sources(config, raw: Path) -> list[tuple[Path, str]]:
+    """Each raw file of an Amazon 2023 dataset with its URL: ``download_base_url`` + sub-folder + file name."""
+    from urllib.parse import quote
+
+    base = _base_url(config)
+    return [(raw / name, base + folder + quote(name))
+            for key, folder in (("raw_reviews", REVIEW_FOLDER), ("raw_meta", META_FOLDER))
+            for name in config[key] or []]
+
+
+def _number(config, key: str, kind, minimum):
+    try:
+        value = kind(config[key])
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{key} must be a number >= {minimum}, not {config[key]!r}")
+    return value
+
+
+def _join(words: list[str]) -> str:
+    return " and ".join(words) if len(words) <= 2 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _placement_hint(sources: list[tuple[Path, str]], raw: Path) -> str:
+    """``place A and B from <url folder> in <raw>/ (or set --raw_path=DIR)`` for the files still missing."""
+    missing = [(path, url) for path, url in sources if not path.is_file()] or sources
+    folders = list(dict.fromkeys(url.rsplit("/", 1)[0] + "/" for _, url in missing))
+    return (f"place {_join([path.name for path, _ in missing])} from {_join(folders)} in "
+            f"{str(raw).rstrip('/')}/ (or set --raw_path=DIR)")
+
+
+def _download_raw(config, raw: Path) -> None:
+    """Fetch the dataset's missing raw files into ``raw`` (each resumable; whole files only)."""
+    from dataset_converters.download import DownloadError, NoNetworkError, fetch
+
+    sources = raw_sources(config, raw)
+    timeout = _number(config, "download_timeout", float, 1)
+    retries = _number(config, "download_retries", int, 0)
+    name = config["dataset"]
+    for path, url in sources:
+        if path.is_file():
+            continue
+        try:
+            fetch(url, path, timeout=timeout, retries=retries, backoff=1.0, progress=None)
+        except NoNetworkError as exc:
+            raise DatasetNotFoundError(
+                f"cannot download {name} (no network: {exc.reason}); {_placement_hint(sources, raw)}") from None
+        except DownloadError as exc:
+            raise DatasetNotFoundError(f"cannot download {name}: {exc}; {_placement_hint(sources, raw)}") from None
+
+
 def _amazon_inputs(config, raw: Path):
     reviews = [raw / name for name in config["raw_reviews"] or []]
     meta = [raw / name for name in config["raw_meta"] or []]
+    if reviews and config["download"] and config["amazon_category"]:
+        if not all(path.is_file() for path in reviews + meta):
+            logger.info("Downloading the Amazon Reviews 2023 '%s' raw files of %s into %s",
+                        config["amazon_category"], config["dataset"], raw)
+            _download_raw(config, raw)
     missing = [str(path) for path in reviews + meta if not path.is_file()]
     if missing or not reviews:
         raise DatasetNotFoundError(
             f"dataset '{config['dataset']}' is not converted yet and its raw files are missing: place "
-            f"{', '.join(missing) or 'the review files (raw_reviews)'} (or set --raw_path=DIR)"
+            f"{', '.join(missing) or 'the review files (raw_reviews)'} (or set --raw_path=DIR"
+            f"{', or --download=True to fetch them' if config['amazon_category'] and reviews else ''})"
         )
     return reviews, meta
 

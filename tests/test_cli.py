@@ -95,7 +95,7 @@ def test_missing_dataset_exits_2(tmp_path, monkeypatch, capsys):
 
 def test_amazon_dataset_without_raw_files_says_where_to_put_them(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["--model=BPR", "--dataset=amazon-electronics", *_workspace_args(tmp_path)]) == 2
+    assert main(["--model=BPR", "--dataset=amazon-electronics", "--download=False", *_workspace_args(tmp_path)]) == 2
     line = _error_line(capsys)
     assert "Electronics.jsonl.gz" in line and "meta_Electronics.jsonl.gz" in line
 

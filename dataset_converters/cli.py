@@ -1,8 +1,9 @@
-"""Command line: ``python -m dataset_converters {convert,demo} ...``."""
+"""Command line: ``python -m dataset_converters {convert,demo,stats,images} ...``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from typing import List, Optional
@@ -25,8 +26,12 @@ Steps: read (bad records are counted and skipped, or stop the run with --strict)
 -> keep items of the given categories (needs --meta) -> drop repeated (user, item)
 pairs, keeping the earliest -> iterative k-core -> split each user's history by
 time (last -> test, second last -> valid, rest -> train) -> write
-<out>/<dataset>/<dataset>.{inter,train.inter,valid.inter,test.inter,item,stats.json}.
-Nothing is written unless the whole conversion succeeds.
+<out>/<dataset>/<dataset>.{inter,train.inter,valid.inter,test.inter,item,stats.json}
+and, unless --no-sidecars, the sidecars built from training data only:
+<dataset>.item_text.parquet (title + description + features, else the item's
+training reviews), <dataset>.user_text.parquet (each user's last training
+reviews) and <dataset>.item_graph.parquet (training co-occurrence + meta
+co-purchase links). Nothing is written unless the whole conversion succeeds.
 """
 
 CONVERT_EPILOG = """\
@@ -49,10 +54,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m dataset_converters", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{convert,demo}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{convert,demo,stats,images}", parser_class=_Parser)
 
     c = sub.add_parser("convert", help="convert review (and item meta) files into <out>/<dataset>/<dataset>.inter, "
-                            ".train.inter, .valid.inter, .test.inter, .item and .stats.json",
+                            ".train.inter, .valid.inter, .test.inter, .item, .stats.json and the text and "
+                            "item-graph sidecars",
                        description=CONVERT_DESCRIPTION, epilog=CONVERT_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--reviews", nargs="+", action="extend", required=True, metavar="FILE",
@@ -72,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true",
                    help="stop at the first bad record instead of counting and skipping it")
     c.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    c.add_argument("--no-sidecars", action="store_true",
+                   help="do not write the item/user text and item graph sidecars")
+    c.add_argument("--user-reviews", type=int, default=5, metavar="N",
+                   help="training reviews in each user's text, the most recent ones (default: %(default)s)")
+    c.add_argument("--graph-max-neighbors", type=int, default=50, metavar="K",
+                   help="neighbours each item keeps in the item graph (default: %(default)s)")
+    c.add_argument("--graph-also-view", action="store_true",
+                   help="also link items by the meta 'also viewed' lists (2014/2018 meta)")
     c.set_defaults(func=_cmd_convert)
 
     d = sub.add_parser("demo", help="write a small synthetic dataset in the Amazon 2023 format (reviews, meta, images)",
@@ -88,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-images", action="store_true", help="do not write item images")
     d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("stats", help="counts, sparsity, modality coverage and activity quantiles of a "
+                                     "converted dataset",
+                       description="Describe a converted dataset folder from its atomic files and sidecars: counts "
+                                   "(users, items, interactions, train/valid/test), sparsity, modality coverage "
+                                   "(item text, images, item graph, user text) and the quantiles of the "
+                                   "interactions per user and per item.")
+    s.add_argument("dataset_dir", metavar="DATASET_DIR", help="a converted dataset folder, e.g. dataset/amazon-demo")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_cmd_stats)
+
+    i = sub.add_parser("images", help="download and normalise product images for a converted dataset",
+                       description="Download and normalise product images for a converted dataset: each kept "
+                                   "item's main image, as a square JPEG in DATASET_DIR/images/, with a manifest.")
+    try:
+        from .images import add_arguments
+    except Exception as e:  # e.g. a missing image library: the other commands still work
+        i.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        i.set_defaults(images_unavailable=f"{type(e).__name__}: {e}")
+    else:
+        add_arguments(i)
+    i.set_defaults(func=_cmd_images)
     return p
 
 
@@ -95,8 +131,30 @@ def _cmd_convert(args) -> int:
     from .pipeline import convert
 
     convert(args.reviews, meta=args.meta, out_dir=args.out, dataset=args.dataset, k_core=args.k_core,
-            categories=args.categories, strict=args.strict, progress=not args.no_progress)
+            categories=args.categories, strict=args.strict, progress=not args.no_progress,
+            sidecars=not args.no_sidecars, user_text_reviews=args.user_reviews,
+            graph_max_neighbors=args.graph_max_neighbors, graph_also_viewed=args.graph_also_view)
     return 0
+
+
+def _cmd_stats(args) -> int:
+    from .stats import dataset_stats, format_table
+
+    report = dataset_stats(args.dataset_dir)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def _cmd_images(args) -> int:
+    unavailable = getattr(args, "images_unavailable", None)
+    if unavailable:
+        raise ConversionError(f"the images command is unavailable: {unavailable}")
+    from .images import main_from_args
+
+    return main_from_args(args)
 
 
 def _cmd_demo(args) -> int:

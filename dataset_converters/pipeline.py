@@ -9,8 +9,11 @@
 5. each user's history is split by time (last -> test, second last -> valid);
 6. everything is written into a staging folder, then moved into
    ``<out_dir>/<dataset>/``: ``.inter``, ``.train.inter``, ``.valid.inter``,
-   ``.test.inter``, ``.item`` (second meta pass, kept items only) and
-   ``.stats.json``. On any failure the staging folder is removed.
+   ``.test.inter``, ``.item`` (second meta pass, kept items only), the
+   sidecars (unless ``sidecars=False``; see :mod:`.sidecars`:
+   ``.item_text.parquet`` and ``.user_text.parquet`` from the meta pass and a
+   second pass over the review files, ``.item_graph.parquet``) and
+   ``.stats.json``, last. On any failure the staging folder is removed.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from .interactions import Interactions
 from .issues import ConversionError, InputIssues
 from .meta import read_meta
 from .records import PathLike, check_inputs, has_records, read_reviews
+from .sidecars import SIDECAR_SUFFIXES, MetaCollector, coverage_line, write_sidecars
 from .split import leave_one_out
+from .text import USER_REVIEWS
 
 log = logging.getLogger("dataset_converters")
 
-OUTPUT_SUFFIXES = INTER_SUFFIXES + ("item", "stats.json")
+OUTPUT_SUFFIXES = INTER_SUFFIXES + ("item",) + SIDECAR_SUFFIXES + ("stats.json",)
 
 
 @dataclass
@@ -44,7 +49,8 @@ class ConversionResult:
     """What :func:`convert` produced.
 
     ``files`` maps a file's suffix (``"inter"``, ``"train.inter"``,
-    ``"valid.inter"``, ``"test.inter"``, ``"item"``, ``"stats.json"``) to its
+    ``"valid.inter"``, ``"test.inter"``, ``"item"``, ``"item_text.parquet"``,
+    ``"user_text.parquet"``, ``"item_graph.parquet"``, ``"stats.json"``) to its
     path; ``stats`` is the content of ``<dataset>.stats.json``.
     """
 
@@ -99,6 +105,10 @@ class _Settings:
     categories: List[str]
     strict: bool
     progress: bool
+    sidecars: bool = True
+    user_text_reviews: int = USER_REVIEWS
+    graph_max_neighbors: int = 50
+    graph_also_viewed: bool = False
 
     @property
     def dest(self) -> Path:
@@ -137,11 +147,19 @@ class _FilterResult:
         return int(self.kept_item_mask.sum())
 
 
-def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress) -> _Settings:
+def _whole(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConversionError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress, sidecars=True,
+                     user_text_reviews=USER_REVIEWS, graph_max_neighbors=50, graph_also_viewed=False) -> _Settings:
     """Validate every argument and input path before any work is done."""
     dataset = _check_dataset_name(dataset)
-    if isinstance(k_core, bool) or not isinstance(k_core, (int, np.integer)) or k_core < 0:
-        raise ConversionError(f"k_core must be a whole number >= 0, got {k_core!r}")
+    _whole("k_core", k_core, 0)
+    _whole("user_text_reviews", user_text_reviews, 1)
+    _whole("graph_max_neighbors", graph_max_neighbors, 1)
     review_paths = check_inputs(_as_list(reviews), "reviews")
     if not review_paths:
         raise ConversionError("no reviews file given")
@@ -158,7 +176,8 @@ def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict
     for p in (out_dir, out_dir / dataset):
         if p.exists() and not p.is_dir():
             raise ConversionError(f"output path exists and is not a folder: {p}")
-    return _Settings(dataset, review_paths, meta_paths, out_dir, int(k_core), cats, bool(strict), progress)
+    return _Settings(dataset, review_paths, meta_paths, out_dir, int(k_core), cats, bool(strict), progress,
+                     bool(sidecars), int(user_text_reviews), int(graph_max_neighbors), bool(graph_also_viewed))
 
 
 def _read(cfg: _Settings, issues: InputIssues, meta_issues: InputIssues) -> _ReadResult:
@@ -217,8 +236,11 @@ def _filter(data: _ReadResult, k_core: int) -> _FilterResult:
 
 
 def _write_item_file(staging: Staging, cfg: _Settings, data: _ReadResult, kept: _FilterResult,
-                     meta_issues: InputIssues, item_ids: List[str]):
-    """``<dataset>.item`` from a second meta pass; ``(columns written, items with meta)``."""
+                     meta_issues: InputIssues, item_ids: List[str], collector: Optional[MetaCollector] = None):
+    """``<dataset>.item`` from a second meta pass; ``(columns written, items with meta)``.
+
+    ``collector`` (sidecars) receives the first meta record of every kept item in the same pass.
+    """
     writer = ItemFileWriter(staging)
     try:
         written = np.zeros(data.store.n_items, dtype=bool)
@@ -229,6 +251,8 @@ def _write_item_file(staging: Staging, cfg: _Settings, data: _ReadResult, kept: 
             if i is not None and kept.kept_item_mask[i] and not written[i]:
                 writer.add(m.item_id, m)
                 written[i] = True
+                if collector is not None:
+                    collector.add(i, m)
         items_with_meta = int(written.sum())
         for i in np.flatnonzero(kept.kept_item_mask & ~written).tolist():
             writer.add(item_ids[i], None)
@@ -243,15 +267,32 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
     store, rows = data.store, kept.rows
     with_rating = not bool(np.isnan(data.rating[rows]).all())
     staging = None
+    collector = None
     try:
         staging = Staging(cfg.out_dir, cfg.dataset)
-        item_ids = store.item_ids()
-        sizes = write_interactions(staging, store.user_ids(), item_ids, data.user, data.item, data.ts, data.rating,
+        item_ids, user_ids = store.item_ids(), store.user_ids()
+        sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
                                    kept.order, kept.part, with_rating=with_rating)
         item_columns: List[str] = []
         items_with_meta = 0
         if cfg.meta_paths:
-            item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids)
+            if cfg.sidecars:
+                collector = MetaCollector(staging.dir / "item_text.scratch", store.n_items)
+            item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids,
+                                                             collector)
+        coverage = None
+        if cfg.sidecars:
+            side = write_sidecars(staging.dir, cfg.dataset, review_paths=cfg.review_paths,
+                                  cat_filter=data.cat_filter, user=data.user, item=data.item, ts=data.ts,
+                                  user_ids=user_ids, item_ids=item_ids, order=kept.order, part=kept.part,
+                                  meta=collector, user_reviews=cfg.user_text_reviews,
+                                  graph_max_neighbors=cfg.graph_max_neighbors,
+                                  graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress)
+            staging.files.update(side.files)
+            coverage = side.coverage
+            if collector is not None:
+                collector.close()
+                collector = None
         t_first, t_last = int(data.ts[rows].min()), int(data.ts[rows].max())
         n_unique = len(data.user) - kept.n_dups
         counts = {
@@ -292,7 +333,10 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
                 "item": item_columns or None,
             },
             "split": "per user by time: last -> test, second last -> valid, rest -> train",
+            "sidecars": cfg.sidecars,
         }
+        if coverage is not None:
+            stats["coverage"] = coverage
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         write_json(staging, "stats.json", stats)
         files = staging.commit(OUTPUT_SUFFIXES)
@@ -304,18 +348,28 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
         if staging is not None:
             staging.abort()
         raise
+    finally:
+        if collector is not None:
+            collector.close()
     return files, stats
 
 
 def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLike, Sequence[PathLike], None] = None,
             out_dir: PathLike = "dataset", dataset: str = "amazon-demo", k_core: int = 5,
             categories: Optional[Sequence[str]] = None, strict: bool = False,
-            progress: bool = True) -> ConversionResult:
+            progress: bool = True, sidecars: bool = True, user_text_reviews: int = USER_REVIEWS,
+            graph_max_neighbors: int = 50, graph_also_viewed: bool = False) -> ConversionResult:
     """Convert Amazon review (and meta) files into RecBole atomic files.
 
     Writes ``<out_dir>/<dataset>/<dataset>.inter``, ``.train.inter``,
     ``.valid.inter``, ``.test.inter``, ``.item`` (only when ``meta`` is given)
-    and ``.stats.json``. Raises :class:`ConversionError` (one-line message)
+    and ``.stats.json``. With ``sidecars`` (the default) also
+    ``.item_text.parquet``, ``.user_text.parquet`` (each user's last
+    ``user_text_reviews`` training reviews; formats in :mod:`.text`) and
+    ``.item_graph.parquet`` (training co-occurrence plus the meta co-purchase
+    lists, ``also_viewed`` too with ``graph_also_viewed``; at most
+    ``graph_max_neighbors`` neighbours of an item's own; format in
+    :mod:`.graph`), and a ``coverage`` block in ``.stats.json``. Raises :class:`ConversionError` (one-line message)
     for a missing or empty input file, for the first bad record when
     ``strict`` is set, and when nothing is left after filtering; in those
     cases nothing is left behind in ``out_dir``. The skipped records are
@@ -323,7 +377,8 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     """
     t0 = time.perf_counter()
     _ensure_logging()
-    cfg = _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress)
+    cfg = _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress, sidecars,
+                           user_text_reviews, graph_max_neighbors, graph_also_viewed)
     issues = InputIssues(strict=cfg.strict, label="review records")
     meta_issues = InputIssues(strict=cfg.strict, label="meta records")
     try:
@@ -343,6 +398,8 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
              f"{counts['removed_by_k_core']:,}", cfg.k_core,
              f"; {data.dropped_cat + data.dropped_no_meta:,} outside the categories"
              if data.cat_filter is not None else "")
+    if "coverage" in stats:
+        log.info("%s", coverage_line(stats["coverage"]))
     log.info("written to %s in %.1f s", cfg.dest, stats["seconds"])
     return ConversionResult(dataset=cfg.dataset, path=cfg.dest, n_users=counts["users"], n_items=counts["items"],
                             n_interactions=counts["interactions"], files=files, stats=stats)

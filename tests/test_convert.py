@@ -70,9 +70,11 @@ def test_round_trip_2023(small, tmp_path, caplog):
     assert (res.n_users, res.n_items, res.n_interactions) == (3, 3, 6)
     d = out / "mini"
     assert res.path == d
-    assert set(res.files) == {"inter", "train.inter", "valid.inter", "test.inter", "item", "stats.json"}
+    assert set(res.files) == {"inter", "train.inter", "valid.inter", "test.inter", "item", "stats.json",
+                              "item_text.parquet", "user_text.parquet", "item_graph.parquet"}
     assert files_under(out) == ["mini"] + [f"mini/mini.{s}" for s in
-                                           ("inter", "item", "stats.json", "test.inter", "train.inter",
+                                           ("inter", "item", "item_graph.parquet", "item_text.parquet",
+                                            "stats.json", "test.inter", "train.inter", "user_text.parquet",
                                             "valid.inter")]
     assert res.files["inter"] == d / "mini.inter"
     assert lines(d / "mini.inter") == [
@@ -429,7 +431,8 @@ def test_interrupted_commit_leaves_no_stats_and_rerun_completes(small, tmp_path,
 
     res = convert([reviews], out_dir=tmp_path, dataset="d", k_core=0, progress=False)
     assert json.loads((d / "d.stats.json").read_text()) == res.stats
-    assert sorted(os.listdir(d)) == ["d." + s for s in ("inter", "stats.json", "test.inter", "train.inter",
-                                                          "valid.inter")]
+    assert sorted(os.listdir(d)) == ["d." + s for s in ("inter", "item_graph.parquet", "item_text.parquet",
+                                                          "stats.json", "test.inter", "train.inter",
+                                                          "user_text.parquet", "valid.inter")]
     for key in ("train", "valid", "test"):
         assert len(lines(d / f"d.{key}.inter")) - 1 == res.stats["counts"][key]

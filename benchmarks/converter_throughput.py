@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=None, help="items (default: reviews / 25)")
     parser.add_argument("--k-core", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"), help="folder for generated files")
+    parser.add_argument("--no-sidecars", action="store_true", help="atomic files only (no text / graph sidecars)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -53,7 +54,7 @@ def main() -> int:
     out_dir = args.work / "dataset"
     command = [sys.executable, "-m", "dataset_converters", "convert", "--reviews", str(reviews), "--meta", str(meta),
                "--dataset", f"bench-{args.reviews}", "--out", str(out_dir), "--k-core", str(args.k_core),
-               "--no-progress"]
+               "--no-progress"] + (["--no-sidecars"] if args.no_sidecars else [])
     start = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - start
@@ -64,6 +65,7 @@ def main() -> int:
         "review_lines": n_lines,
         "input_bytes": {"reviews": reviews.stat().st_size, "meta": meta.stat().st_size},
         "k_core": args.k_core,
+        "sidecars": not args.no_sidecars,
         "kept": {key: stats["counts"].get(key) for key in ("users", "items", "interactions")},
         "wall_seconds": round(seconds, 2),
         "reviews_per_second": round(n_lines / seconds),

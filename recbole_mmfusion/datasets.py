@@ -6,7 +6,8 @@ downloading the missing ones when the YAML names an Amazon Reviews 2023 category
 ``download`` is true; ``none`` (or no YAML) means the files must be there. Each stage is skipped when its output is
 complete and was made with the current settings (``k_core``, the raw file names, the ``demo_*`` keys): a raw file
 is downloaded into ``<name>.part`` and renamed only once whole, and the converter writes ``<dataset>.stats.json``
-last, so its presence marks a finished conversion and records how it was made.
+last, so its presence marks a finished conversion and records how it was made. With ``download_images`` the
+product images are then fetched into ``<data_path>/images/`` (skipped once every kept item is in the manifest).
 """
 
 from __future__ import annotations
@@ -199,8 +200,13 @@ def prepare_dataset(config) -> None:
     if source not in ("demo", "amazon"):
         raise ConfigError(f"dataset_source must be demo, amazon or none, not '{source}'")
     raw = _raw_path(config)
-    if _up_to_date(config, _conversion_stats(config), raw):
-        return
+    if not _up_to_date(config, _conversion_stats(config), raw):
+        _convert(config, raw, source)
+    if config["download_images"]:
+        _prepare_images(config, raw, source)
+
+
+def _convert(config, raw: Path, source: str) -> None:
     reviews, meta = _build_demo(config, raw) if source == "demo" else _amazon_inputs(config, raw)
 
     from dataset_converters import convert
@@ -215,3 +221,28 @@ def prepare_dataset(config) -> None:
         k_core=config["k_core"],
         progress=config["show_progress"],
     )
+
+
+def _prepare_images(config, raw: Path, source: str) -> None:
+    """Run the image stage unless every kept item already has a manifest record.
+
+    Failed items are not retried here (a training run should not wait on a flaky server); rerun
+    ``python -m dataset_converters images`` for that.
+    """
+    from dataset_converters.images import download_images, kept_item_ids, load_manifest
+
+    data_path = Path(config["data_path"])
+    kept = kept_item_ids(data_path) or []
+    manifest = load_manifest(data_path)
+    if kept and all(item in manifest for item in kept):
+        return
+    meta = [raw / "meta.jsonl.gz"] if source == "demo" else [raw / name for name in config["raw_meta"] or []]
+    meta = [path for path in meta if path.is_file()]
+    image_root = config["image_root"]
+    if not meta and not image_root:
+        logger.warning("Images of %s not downloaded: its raw meta files are no longer in %s", config["dataset"], raw)
+        return
+    logger.info("Fetching the product images of %s into %s", config["dataset"], data_path / "images")
+    report = download_images(data_path, meta, image_root=image_root, size=config["image_size"],
+                             workers=config["image_workers"], progress=config["show_progress"])
+    logger.info("Images of %s: %s", config["dataset"], report.counts)

@@ -78,3 +78,25 @@ def test_plain_dataset_folder_and_bad_source(tmp_path, monkeypatch):
         prepare_dataset(_config(tmp_path, dataset="mine", dataset_source="ftp"))
     with pytest.raises(ConfigError, match="cannot generate"):
         prepare_dataset(_config(tmp_path, demo_items=5))
+
+
+def test_demo_images_are_fetched_once(tmp_path, monkeypatch):
+    from dataset_converters.images import kept_item_ids, load_manifest
+
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path, image_size=32)
+    prepare_dataset(config)
+    data = tmp_path / "dataset" / "amazon-demo"
+    manifest = load_manifest(data)
+    kept = kept_item_ids(data)
+    assert set(kept) <= set(manifest)
+    statuses = {record["status"] for record in manifest.values()}
+    assert statuses <= {"ok", "missing"} and "ok" in statuses  # the demo leaves ~10% of items without a photo
+    journal = data / "images" / "manifest.jsonl"
+    stamp = journal.stat().st_mtime_ns
+    prepare_dataset(_config(tmp_path, image_size=32))
+    assert journal.stat().st_mtime_ns == stamp
+
+    other = _config(tmp_path, dataset="amazon-demo", download_images=False, data_path=str(tmp_path / "plain"))
+    prepare_dataset(other)
+    assert not (tmp_path / "plain" / "amazon-demo" / "images").exists()

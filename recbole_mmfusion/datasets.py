@@ -73,6 +73,9 @@ def _build_demo(config, raw: Path):
     return [reviews], [meta]
 
 
+#: the sidecar files every converted dataset of this project has
+SIDECARS = ("item_text.parquet", "user_text.parquet", "item_graph.parquet")
+
 #: sub-folders of ``download_base_url`` holding the Amazon Reviews 2023 review and metadata files
 REVIEW_FOLDER, META_FOLDER = "review_categories/", "meta_categories/"
 
@@ -174,11 +177,17 @@ def _up_to_date(config, stats: dict | None, raw: Path) -> bool:
         logger.info("Dataset %s was generated with other demo_* settings: generating again", config["dataset"])
         return False
     if config["dataset_source"] == "amazon":
-        used = [Path(p).name for p in (stats.get("inputs") or {}).get("reviews", [])]
-        if used != list(config["raw_reviews"] or []):
-            logger.info("Dataset %s was converted from %s, the config names %s: converting again",
-                        config["dataset"], used, config["raw_reviews"])
-            return False
+        inputs = stats.get("inputs") or {}
+        for key, kind in (("raw_reviews", "reviews"), ("raw_meta", "meta")):
+            used = [Path(p).name for p in inputs.get(kind) or []]
+            if used != list(config[key] or []):
+                logger.info("Dataset %s was converted from %s, the config names %s: converting again",
+                            config["dataset"], used, list(config[key] or []))
+                return False
+    folder, name = Path(config["data_path"]), config["dataset"]
+    if not stats.get("sidecars") or not all((folder / f"{name}.{suffix}").is_file() for suffix in SIDECARS):
+        logger.info("Dataset %s has no text / graph sidecars yet: converting again", name)
+        return False
     return True
 
 
@@ -234,7 +243,13 @@ def _prepare_images(config, raw: Path, source: str) -> None:
     data_path = Path(config["data_path"])
     kept = kept_item_ids(data_path) or []
     manifest = load_manifest(data_path)
-    if kept and all(item in manifest for item in kept):
+    size = config["image_size"]
+
+    def settled(item):
+        record = manifest.get(item)
+        return record is not None and (record.get("status") != "ok" or record.get("size") == size)
+
+    if kept and all(settled(item) for item in kept):
         return
     meta = [raw / "meta.jsonl.gz"] if source == "demo" else [raw / name for name in config["raw_meta"] or []]
     meta = [path for path in meta if path.is_file()]

@@ -46,6 +46,10 @@ def test_other_settings_or_an_incomplete_folder_rebuild(tmp_path, monkeypatch):
     prepare_dataset(_config(tmp_path, k_core=7, demo_users=90))
     assert '"n_users": 90' in (tmp_path / "dataset" / "raw" / "amazon-demo" / "demo.json").read_text()
 
+    (data / "amazon-demo.item_graph.parquet").unlink()  # a dataset converted without its sidecars
+    prepare_dataset(_config(tmp_path, k_core=7, demo_users=90))
+    assert (data / "amazon-demo.item_graph.parquet").is_file()
+
     (data / "amazon-demo.stats.json").unlink()  # an interrupted conversion leaves no stats file
     config = _config(tmp_path, k_core=7, demo_users=90)
     before = _mtimes(config)
@@ -96,6 +100,9 @@ def test_demo_images_are_fetched_once(tmp_path, monkeypatch):
     stamp = journal.stat().st_mtime_ns
     prepare_dataset(_config(tmp_path, image_size=32))
     assert journal.stat().st_mtime_ns == stamp
+    prepare_dataset(_config(tmp_path, image_size=48))  # another size: stored again
+    sizes = {record["size"] for record in load_manifest(data).values() if record["status"] == "ok"}
+    assert sizes == {48}
 
     other = _config(tmp_path, dataset="amazon-demo", download_images=False, data_path=str(tmp_path / "plain"))
     prepare_dataset(other)

@@ -14,20 +14,33 @@
    ``.item_text.parquet`` and ``.user_text.parquet`` from the meta pass and a
    second pass over the review files, ``.item_graph.parquet``) and
    ``.stats.json``, last. On any failure the staging folder is removed.
+
+Each stage's wall seconds and the process's peak RSS at its end go to
+``.stats.json`` under ``timings`` (stages ``meta_scan`` (with categories only),
+``read``, ``filter``, ``write``, ``text`` and ``graph`` (with sidecars only),
+``commit``); ``.stats.json`` is rewritten in place (atomically) after the
+commit so that it holds the commit stage too.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 from .atomic import INTER_SUFFIXES, ItemFileWriter, Staging, write_interactions, write_json
 from .filters import CategoryFilter, dedupe, k_core as k_core_filter
@@ -71,6 +84,39 @@ def _ensure_logging() -> None:
         log.addHandler(handler)
         if log.level == logging.NOTSET:
             log.setLevel(logging.INFO)
+
+
+def _peak_rss_mib() -> Optional[float]:
+    """The peak resident set size of this process so far, in MiB (None where unknown)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+class _StageTimer:
+    """Wall seconds of each conversion stage and the process's peak RSS at its end."""
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.stages: List[dict] = []
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.stages.append({"stage": name, "seconds": round(time.perf_counter() - start, 3),
+                            "peak_rss_mib": _peak_rss_mib()})
+
+    def as_dict(self) -> dict:
+        return {"stages": list(self.stages), "total_seconds": round(time.perf_counter() - self.t0, 3)}
+
+    @staticmethod
+    def line(timings: dict) -> str:
+        parts = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in timings["stages"])
+        peak = timings["stages"][-1]["peak_rss_mib"] if timings["stages"] else None
+        return (f"timings: {parts}; total {timings['total_seconds']:.1f} s"
+                + (f", peak RSS {peak:,.0f} MiB" if peak is not None else ""))
 
 
 def _check_dataset_name(name: str) -> str:
@@ -180,16 +226,21 @@ def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict
                      bool(sidecars), int(user_text_reviews), int(graph_max_neighbors), bool(graph_also_viewed))
 
 
-def _read(cfg: _Settings, issues: InputIssues, meta_issues: InputIssues) -> _ReadResult:
+def _read(cfg: _Settings, issues: InputIssues, meta_issues: InputIssues, timer: _StageTimer) -> _ReadResult:
     """1. category filter (first meta pass), 2. reviews -> compact arrays."""
     cat_filter = None
     if cfg.categories:
         log.info("scanning %d meta file(s) for categories %s", len(cfg.meta_paths), ", ".join(cfg.categories))
-        cat_filter = CategoryFilter(cfg.categories).scan(read_meta(cfg.meta_paths, meta_issues,
-                                                                   progress=cfg.progress))
+        with timer.stage("meta_scan"):
+            cat_filter = CategoryFilter(cfg.categories).scan(read_meta(cfg.meta_paths, meta_issues,
+                                                                       progress=cfg.progress))
         if not cat_filter.passing:
             raise ConversionError(f"no item in the meta files is in the categories {', '.join(cfg.categories)}")
+    with timer.stage("read"):
+        return _read_reviews(cfg, issues, cat_filter)
 
+
+def _read_reviews(cfg: _Settings, issues: InputIssues, cat_filter: Optional[CategoryFilter]) -> _ReadResult:
     log.info("reading %d review file(s)", len(cfg.review_paths))
     store = Interactions()
     dropped_cat = dropped_no_meta = 0
@@ -262,24 +313,25 @@ def _write_item_file(staging: Staging, cfg: _Settings, data: _ReadResult, kept: 
 
 
 def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: InputIssues,
-           meta_issues: InputIssues, t0: float):
+           meta_issues: InputIssues, timer: _StageTimer):
     """6. write everything into a staging folder, then commit it; ``(files, stats)``."""
     store, rows = data.store, kept.rows
     with_rating = not bool(np.isnan(data.rating[rows]).all())
     staging = None
     collector = None
     try:
-        staging = Staging(cfg.out_dir, cfg.dataset)
-        item_ids, user_ids = store.item_ids(), store.user_ids()
-        sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
-                                   kept.order, kept.part, with_rating=with_rating)
-        item_columns: List[str] = []
-        items_with_meta = 0
-        if cfg.meta_paths:
-            if cfg.sidecars:
-                collector = MetaCollector(staging.dir / "item_text.scratch", store.n_items)
-            item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids,
-                                                             collector)
+        with timer.stage("write"):
+            staging = Staging(cfg.out_dir, cfg.dataset)
+            item_ids, user_ids = store.item_ids(), store.user_ids()
+            sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
+                                       kept.order, kept.part, with_rating=with_rating)
+            item_columns: List[str] = []
+            items_with_meta = 0
+            if cfg.meta_paths:
+                if cfg.sidecars:
+                    collector = MetaCollector(staging.dir / "item_text.scratch", store.n_items)
+                item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids,
+                                                                 collector)
         coverage = None
         if cfg.sidecars:
             side = write_sidecars(staging.dir, cfg.dataset, review_paths=cfg.review_paths,
@@ -287,7 +339,8 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
                                   user_ids=user_ids, item_ids=item_ids, order=kept.order, part=kept.part,
                                   meta=collector, user_reviews=cfg.user_text_reviews,
                                   graph_max_neighbors=cfg.graph_max_neighbors,
-                                  graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress)
+                                  graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress,
+                                  stage=timer.stage)
             staging.files.update(side.files)
             coverage = side.coverage
             if collector is not None:
@@ -337,9 +390,11 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
         }
         if coverage is not None:
             stats["coverage"] = coverage
-        stats["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(staging, "stats.json", stats)
-        files = staging.commit(OUTPUT_SUFFIXES)
+        stats["seconds"] = round(time.perf_counter() - timer.t0, 3)
+        with timer.stage("commit"):
+            stats["timings"] = timer.as_dict()  # completed after the commit, below
+            write_json(staging, "stats.json", stats)
+            files = staging.commit(OUTPUT_SUFFIXES)
     except OSError as e:
         if staging is not None:
             staging.abort()
@@ -352,6 +407,22 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
         if collector is not None:
             collector.close()
     return files, stats
+
+
+def _rewrite_json(path: Path, obj) -> None:
+    """Replace the committed ``path`` atomically; on failure keep the committed one (a warning)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("could not add the commit timing to %s: %s", path, e)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLike, Sequence[PathLike], None] = None,
@@ -381,13 +452,17 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
                            user_text_reviews, graph_max_neighbors, graph_also_viewed)
     issues = InputIssues(strict=cfg.strict, label="review records")
     meta_issues = InputIssues(strict=cfg.strict, label="meta records")
+    timer = _StageTimer(t0)
     try:
-        data = _read(cfg, issues, meta_issues)
-        kept = _filter(data, cfg.k_core)
-        files, stats = _write(cfg, data, kept, issues, meta_issues, t0)
+        data = _read(cfg, issues, meta_issues, timer)
+        with timer.stage("filter"):
+            kept = _filter(data, cfg.k_core)
+        files, stats = _write(cfg, data, kept, issues, meta_issues, timer)
     finally:
         issues.report(log)
         meta_issues.report(log)
+    stats["timings"] = timer.as_dict()
+    _rewrite_json(files["stats.json"], stats)
 
     counts = stats["counts"]
     log.info("%s: %s users, %s items, %s interactions (train %s, valid %s, test %s)", cfg.dataset,
@@ -401,5 +476,6 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     if "coverage" in stats:
         log.info("%s", coverage_line(stats["coverage"]))
     log.info("written to %s in %.1f s", cfg.dest, stats["seconds"])
+    log.info("%s", _StageTimer.line(stats["timings"]))
     return ConversionResult(dataset=cfg.dataset, path=cfg.dest, n_users=counts["users"], n_items=counts["items"],
                             n_interactions=counts["interactions"], files=files, stats=stats)

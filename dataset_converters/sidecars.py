@@ -29,9 +29,10 @@ import logging
 import mmap
 import os
 import struct
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -280,95 +281,103 @@ def inter_order(values: np.ndarray) -> np.ndarray:
     return uniq[np.argsort(first, kind="stable")]
 
 
+def _no_stage(name: str) -> ContextManager:
+    return nullcontext()
+
+
 def write_sidecars(folder: Path, dataset: str, *, review_paths: Sequence[Path], cat_filter,
                    user: np.ndarray, item: np.ndarray, ts: np.ndarray, user_ids: Sequence[str],
                    item_ids: Sequence[str], order: np.ndarray, part: np.ndarray,
                    meta: Optional[MetaCollector], user_reviews: int = 5, graph_max_neighbors: int = 50,
                    graph_also_viewed: bool = False, progress: bool = False,
-                   entities_per_bucket: Optional[int] = None) -> SidecarResult:
+                   entities_per_bucket: Optional[int] = None,
+                   stage: Optional[Callable[[str], ContextManager]] = None) -> SidecarResult:
     """Write ``<dataset>.item_text.parquet``, ``.user_text.parquet`` and ``.item_graph.parquet`` into ``folder``.
 
     ``user``/``item``/``ts``: the first-pass arrays (one entry per parsed review), ``order``/``part``:
     the kept rows in split order and their part. ``meta``: what the meta pass collected, or None
     without meta files. ``entities_per_bucket`` (default :data:`ENTITIES_PER_BUCKET`): users (items)
-    whose review texts are held in memory at a time. Returns the files written and the coverage counts.
+    whose review texts are held in memory at a time. ``stage``: called with ``"text"`` and ``"graph"``,
+    returns a context manager around that part (for timings). Returns the files written and the coverage counts.
     """
     from .graph import build_item_graph, meta_edges, write_item_graph
 
+    stage = stage or _no_stage
     res = SidecarResult()
-    per_bucket = ENTITIES_PER_BUCKET if entities_per_bucket is None else max(1, int(entities_per_bucket))
-    users = inter_order(user[order])  # ascending index: .inter is sorted by user index
-    items = inter_order(item[order])
-    n_users, n_items = len(users), len(items)
-    user_rank = _ranks(users, len(user_ids))
-    item_rank = _ranks(items, len(item_ids))
+    with stage("text"):
+        per_bucket = ENTITIES_PER_BUCKET if entities_per_bucket is None else max(1, int(entities_per_bucket))
+        users = inter_order(user[order])  # ascending index: .inter is sorted by user index
+        items = inter_order(item[order])
+        n_users, n_items = len(users), len(items)
+        user_rank = _ranks(users, len(user_ids))
+        item_rank = _ranks(items, len(item_ids))
 
-    # rows whose text is needed
-    u_rows = user_review_rows(user, order, part, user_reviews)
-    need = np.ones(len(item_ids), dtype=bool) if meta is None else (meta.source == _NO_SOURCE)
-    i_rows = item_review_rows(item, ts, order, part, need)
-    u_per = max(1, -(-n_users // _n_buckets(n_users, per_bucket)))
-    i_per = max(1, -(-n_items // _n_buckets(n_items, per_bucket)))
-    u_buckets = _Buckets(_n_buckets(n_users, u_per), folder, f"{dataset}.user_text")
-    i_buckets = _Buckets(_n_buckets(n_items, i_per), folder, f"{dataset}.item_text")
-    try:
-        log.info("reading the review texts of %s training interactions for the text sidecars",
-                 f"{len(np.union1d(u_rows, i_rows)):,}")
-        collect_review_texts(review_paths, cat_filter, user, item, ts, user_ids, item_ids, [
-            (np.sort(u_rows), lambda rows: user_rank[user[rows]] // u_per, u_buckets),
-            (np.sort(i_rows), lambda rows: item_rank[item[rows]] // i_per, i_buckets),
-        ], progress=progress)
-        u_buckets.finish_writing()
-        i_buckets.finish_writing()
+        # rows whose text is needed
+        u_rows = user_review_rows(user, order, part, user_reviews)
+        need = np.ones(len(item_ids), dtype=bool) if meta is None else (meta.source == _NO_SOURCE)
+        i_rows = item_review_rows(item, ts, order, part, need)
+        u_per = max(1, -(-n_users // _n_buckets(n_users, per_bucket)))
+        i_per = max(1, -(-n_items // _n_buckets(n_items, per_bucket)))
+        u_buckets = _Buckets(_n_buckets(n_users, u_per), folder, f"{dataset}.user_text")
+        i_buckets = _Buckets(_n_buckets(n_items, i_per), folder, f"{dataset}.item_text")
+        try:
+            log.info("reading the review texts of %s training interactions for the text sidecars",
+                     f"{len(np.union1d(u_rows, i_rows)):,}")
+            collect_review_texts(review_paths, cat_filter, user, item, ts, user_ids, item_ids, [
+                (np.sort(u_rows), lambda rows: user_rank[user[rows]] // u_per, u_buckets),
+                (np.sort(i_rows), lambda rows: item_rank[item[rows]] // i_per, i_buckets),
+            ], progress=progress)
+            u_buckets.finish_writing()
+            i_buckets.finish_writing()
 
-        # users
-        n_users_with_text = n_user_reviews = 0
-        ug = user[u_rows]  # sorted by user index
-        path = folder / f"{dataset}.{USER_TEXT_SUFFIX}"
-        with ParquetRows(path, user_text_schema()) as out:
-            for b in range(u_buckets.k):
-                texts = u_buckets.load(b)
-                ent = users[b * u_per:(b + 1) * u_per]
-                lo, hi = np.searchsorted(ug, ent, "left"), np.searchsorted(ug, ent, "right")
-                for u, a, z in zip(ent.tolist(), lo.tolist(), hi.tolist()):
-                    doc, k = join_reviews([texts.get(x, "") for x in u_rows[a:z].tolist()])
-                    out.add(user_ids[u], doc, k, REVIEWS if k else MISSING)
-                    if k:
-                        n_users_with_text += 1
-                        n_user_reviews += k
-        res.files[USER_TEXT_SUFFIX] = path
+            # users
+            n_users_with_text = n_user_reviews = 0
+            ug = user[u_rows]  # sorted by user index
+            path = folder / f"{dataset}.{USER_TEXT_SUFFIX}"
+            with ParquetRows(path, user_text_schema()) as out:
+                for b in range(u_buckets.k):
+                    texts = u_buckets.load(b)
+                    ent = users[b * u_per:(b + 1) * u_per]
+                    lo, hi = np.searchsorted(ug, ent, "left"), np.searchsorted(ug, ent, "right")
+                    for u, a, z in zip(ent.tolist(), lo.tolist(), hi.tolist()):
+                        doc, k = join_reviews([texts.get(x, "") for x in u_rows[a:z].tolist()])
+                        out.add(user_ids[u], doc, k, REVIEWS if k else MISSING)
+                        if k:
+                            n_users_with_text += 1
+                            n_user_reviews += k
+            res.files[USER_TEXT_SUFFIX] = path
 
-        # items
-        sources = dict.fromkeys(ITEM_SOURCES, 0)
-        ig = item[i_rows]  # sorted by item index
-        src = meta.source if meta is not None else np.zeros(len(item_ids), np.int8)
-        path = folder / f"{dataset}.{ITEM_TEXT_SUFFIX}"
-        with ParquetRows(path, item_text_schema()) as out:
-            for b in range(i_buckets.k):
-                texts = i_buckets.load(b)
-                ent = items[b * i_per:(b + 1) * i_per]
-                lo, hi = np.searchsorted(ig, ent, "left"), np.searchsorted(ig, ent, "right")
-                for i, code, a, z in zip(ent.tolist(), src[ent].tolist(), lo.tolist(), hi.tolist()):
-                    if code != _NO_SOURCE:
-                        doc, source = meta.text(i), TITLE_DESCRIPTION if code == _SRC_TITLE_DESCRIPTION else TITLE
-                    else:  # most recent first
-                        doc, k = join_reviews([texts.get(x, "") for x in i_rows[a:z][::-1].tolist()])
-                        source = REVIEWS if k else MISSING
-                    out.add(item_ids[i], doc, source)
-                    sources[source] += 1
-        res.files[ITEM_TEXT_SUFFIX] = path
-    finally:
-        u_buckets.close()
-        i_buckets.close()
+            # items
+            sources = dict.fromkeys(ITEM_SOURCES, 0)
+            ig = item[i_rows]  # sorted by item index
+            src = meta.source if meta is not None else np.zeros(len(item_ids), np.int8)
+            path = folder / f"{dataset}.{ITEM_TEXT_SUFFIX}"
+            with ParquetRows(path, item_text_schema()) as out:
+                for b in range(i_buckets.k):
+                    texts = i_buckets.load(b)
+                    ent = items[b * i_per:(b + 1) * i_per]
+                    lo, hi = np.searchsorted(ig, ent, "left"), np.searchsorted(ig, ent, "right")
+                    for i, code, a, z in zip(ent.tolist(), src[ent].tolist(), lo.tolist(), hi.tolist()):
+                        if code != _NO_SOURCE:
+                            doc, source = meta.text(i), TITLE_DESCRIPTION if code == _SRC_TITLE_DESCRIPTION else TITLE
+                        else:  # most recent first
+                            doc, k = join_reviews([texts.get(x, "") for x in i_rows[a:z][::-1].tolist()])
+                            source = REVIEWS if k else MISSING
+                        out.add(item_ids[i], doc, source)
+                        sources[source] += 1
+            res.files[ITEM_TEXT_SUFFIX] = path
+        finally:
+            u_buckets.close()
+            i_buckets.close()
 
-    # graph
-    kept_ids = [item_ids[i] for i in items.tolist()]
-    pairs = meta_edges(kept_ids, meta.metas if meta is not None else [], also_viewed=graph_also_viewed)
-    graph = build_item_graph(user_rank[user[order]], item_rank[item[order]], part == TRAIN, n_items, pairs,
-                             max_neighbors=graph_max_neighbors)
-    path = folder / f"{dataset}.{GRAPH_SUFFIX}"
-    g = write_item_graph(path, graph, kept_ids)
-    res.files[GRAPH_SUFFIX] = path
+    with stage("graph"):
+        kept_ids = [item_ids[i] for i in items.tolist()]
+        pairs = meta_edges(kept_ids, meta.metas if meta is not None else [], also_viewed=graph_also_viewed)
+        graph = build_item_graph(user_rank[user[order]], item_rank[item[order]], part == TRAIN, n_items, pairs,
+                                 max_neighbors=graph_max_neighbors)
+        path = folder / f"{dataset}.{GRAPH_SUFFIX}"
+        g = write_item_graph(path, graph, kept_ids)
+        res.files[GRAPH_SUFFIX] = path
 
     res.coverage = {
         "items": n_items,

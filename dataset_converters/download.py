@@ -6,8 +6,14 @@
   only when its size equals it, so a partial file is never taken for a whole one;
 * without any length the body is accepted after a clean end of stream, and a ``.gz`` file only if it decompresses
   to the end of its last gzip member (CRC32 and size checked);
-* an existing ``.part`` is resumed with ``Range: bytes=<size>-``: a 206 answer is appended, a 200 answer (a server
-  that ignores ranges) starts over, a 416 answer is accepted when the server's total equals the size on disk;
+* the first answer's validators (``ETag``, ``Last-Modified``) and total size are kept beside the partial file in
+  ``<dest>.part.json`` (written atomically); an existing ``.part`` is resumed with ``Range: bytes=<size>-`` and
+  ``If-Range: <validator>``, so a server whose file changed since answers 200 with the whole new file, which
+  starts over. A 206 answer is appended only when its validator and total match the kept ones (else the
+  ``.part`` file and its ``.json`` are discarded and the download starts over, so old and new bytes are never
+  spliced); a 200 answer (a changed file, or a server that ignores ranges) starts over; a 416 answer is accepted
+  when the server's total equals the size on disk, or, without a total, for a ``.gz`` file that decompresses to
+  its end; any other 416 starts over;
 * connection errors, timeouts, 5xx / 408 / 429 answers and connections cut mid-body are retried (``retries``
   times, waiting ``backoff * 2**(n-1)`` seconds, at most ``MAX_BACKOFF``), each retry resuming from the bytes on
   disk; other 4xx answers fail at once;
@@ -24,6 +30,7 @@ from __future__ import annotations
 import errno
 import gzip
 import http.client
+import json
 import logging
 import os
 import socket
@@ -36,7 +43,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DownloadError", "NoNetworkError", "fetch", "part_path"]
+__all__ = ["DownloadError", "NoNetworkError", "fetch", "fsync_dir", "part_path", "state_path", "unreachable_reason"]
 
 CHUNK_SIZE = 1 << 20
 MAX_BACKOFF = 60.0
@@ -73,13 +80,20 @@ def part_path(dest) -> Path:
     return dest.with_suffix(dest.suffix + ".part")
 
 
+def state_path(dest) -> Path:
+    """Where :func:`fetch` keeps the validators (``ETag``, ``Last-Modified``) and total size of ``<dest>.part``."""
+    part = part_path(dest)
+    return part.with_name(part.name + ".json")
+
+
 def _host(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     return parts.netloc or url
 
 
-def _unreachable_reason(exc: BaseException, url: str) -> str | None:
-    """Why the host could not be reached at all, or None for other errors."""
+def unreachable_reason(exc: BaseException, url: str) -> str | None:
+    """Why the host of ``url`` could not be reached at all (DNS failure, connection refused, network
+    unreachable), or None for other errors; ``exc`` is what opening ``url`` raised."""
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, socket.gaierror):
         return f"cannot resolve {urllib.parse.urlsplit(url).hostname} ({reason.strerror or reason})"
@@ -138,7 +152,8 @@ def _lock(handle) -> None:
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. Windows
@@ -151,10 +166,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _validators(headers) -> dict:
+    """The validators of an answer: ``{"etag": ..., "last_modified": ...}`` (None where absent)."""
+    return {"etag": (headers.get("ETag") or "").strip() or None,
+            "last_modified": (headers.get("Last-Modified") or "").strip() or None}
+
+
+def _same_file(kept: dict, seen: dict, total: int | None) -> bool:
+    """Whether an answer (validators ``seen``, size ``total``) is for the file the kept ``.part`` bytes came from."""
+    if kept.get("total") is not None and total is not None and kept["total"] != total:
+        return False
+    if kept.get("etag") and seen["etag"]:
+        return kept["etag"] == seen["etag"]
+    if kept.get("last_modified") and seen["last_modified"]:
+        return kept["last_modified"] == seen["last_modified"]
+    return True
+
+
 class _Download:
     def __init__(self, url: str, dest: Path, handle, timeout: float, bar):
         self.url, self.dest, self.handle, self.timeout, self.bar = url, dest, handle, timeout, bar
         self.part = part_path(dest)
+        self.state_file = state_path(dest)
         self.answered = False  # the server answered at least once (so the network is there)
 
     def _write(self, data: bytes) -> None:
@@ -163,20 +196,53 @@ class _Download:
         except OSError as exc:
             raise DownloadError(f"cannot write {self.part}: {exc.strerror or exc}", self.url) from None
 
+    # ------------------------------------------------------------------ what the .part bytes are from
+
+    def _load_state(self) -> dict:
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _save_state(self, validators: dict, total: int | None) -> None:
+        """Write ``<dest>.part.json`` atomically (temporary file, fsync, rename)."""
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"url": self.url, **validators, "total": total}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise DownloadError(f"cannot write {self.state_file}: {exc.strerror or exc}", self.url) from None
+
+    def drop_state(self) -> None:
+        self.state_file.unlink(missing_ok=True)
+
     def _restart(self) -> None:
+        """Discard the bytes on disk (and what they were from): the next attempt starts from byte 0."""
         self.handle.seek(0)
         self.handle.truncate(0)
+        self.drop_state()
 
     def _complete_without_length(self) -> bool:
+        """Whether a ``.gz`` part file decompresses to its end (never for other files: nothing to check)."""
         self.handle.flush()
-        return not self.part.name.endswith(".gz.part") or gzip_complete(self.part)
+        return self.part.name.endswith(".gz.part") and gzip_complete(self.part)
 
     def attempt(self) -> None:
         """One request; returns when the ``.part`` file holds the whole file, else raises."""
         offset = self.handle.seek(0, os.SEEK_END)
+        kept = self._load_state() if offset else {}
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            etag = kept.get("etag")
+            validator = etag if etag and not etag.startswith("W/") else kept.get("last_modified")
+            if validator:  # a server whose file changed answers 200 with the whole new file
+                headers["If-Range"] = validator
         try:
             response = urllib.request.urlopen(urllib.request.Request(self.url, headers=headers), timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -184,15 +250,20 @@ class _Download:
             if exc.code != 416 or not offset:
                 raise
             _, total = _content_range(exc.headers.get("Content-Range"))
+            seen = _validators(exc.headers)
             exc.close()
-            if total == offset or (total is None and self._complete_without_length()):
+            if _same_file(kept, seen, total) and (
+                    total == offset or (total is None and kept.get("total") in (None, offset)
+                                        and self._complete_without_length())):
                 return  # the file on disk is already whole
             logger.info("%s: the %d bytes on disk do not match the server's %s; starting over",
-                        self.part.name, offset, total if total is not None else "file")
+                        self.part.name, offset, f"{total} bytes" if total is not None else "file")
             self._restart()
-            raise _Retry(f"the partial file ({offset} bytes) does not match the server's ({total} bytes)") from None
+            raise _Retry(f"the partial file ({offset} bytes) does not match the server's "
+                         f"({total if total is not None else 'unknown'} bytes)") from None
         self.answered = True
         with response:
+            seen = _validators(response.headers)
             if response.status == 206:
                 start, total = _content_range(response.headers.get("Content-Range"))
                 if start != offset:
@@ -200,14 +271,22 @@ class _Download:
                     raise _Retry(f"asked for bytes from {offset}, the server sent them from {start}")
                 if total is None and _content_length(response.headers) is not None:
                     total = offset + _content_length(response.headers)
+                if not _same_file(kept, seen, total):
+                    logger.info("%s changed on %s since the %d bytes on disk were downloaded; starting over",
+                                self.dest.name, _host(self.url), offset)
+                    self._restart()
+                    raise _Retry(f"the file changed on the server after {offset} bytes were downloaded")
+                if not kept:  # a .part file without its validators: keep this answer's for the next resume
+                    self._save_state(seen, total)
                 logger.info("Resuming %s at byte %d", self.url, offset)
             else:
                 if offset:
-                    logger.info("%s ignored the range request; downloading %s again from the start",
-                                _host(self.url), self.dest.name)
+                    logger.info("%s sent the whole of %s (changed, or the range request was ignored); "
+                                "downloading it again from the start", _host(self.url), self.dest.name)
                     self._restart()
                     offset = 0
                 total = _content_length(response.headers)
+                self._save_state(seen, total)
             self.bar.reset(total=total)
             self.bar.update(offset)
             size = offset
@@ -223,7 +302,7 @@ class _Download:
                 self.bar.update(len(chunk))
         self.handle.flush()
         if total is None:
-            if not self._complete_without_length():
+            if self.part.name.endswith(".gz.part") and not self._complete_without_length():
                 raise _Retry(f"the stream ended after {size} bytes, before the end of the gzip data")
             return
         if size < total:
@@ -233,7 +312,8 @@ class _Download:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         os.replace(self.part, self.dest)
-        _fsync_dir(self.dest.parent)
+        self.drop_state()
+        fsync_dir(self.dest.parent)
 
 
 def fetch(url: str, dest, *, timeout: float = 60.0, retries: int = 5, backoff: float = 1.0,
@@ -288,6 +368,7 @@ def _drop_if_empty(part: Path, handle) -> None:
         return
     if mine.st_size == 0 and (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
         part.unlink(missing_ok=True)
+        part.with_name(part.name + ".json").unlink(missing_ok=True)
 
 
 def _run(job: _Download, retries: int, backoff: float) -> None:
@@ -308,7 +389,7 @@ def _run(job: _Download, retries: int, backoff: float) -> None:
         except ValueError as exc:  # a URL urllib cannot request
             raise DownloadError(f"cannot download {job.url}: {exc}", job.url) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            unreachable = None if job.answered else _unreachable_reason(exc, job.url)
+            unreachable = None if job.answered else unreachable_reason(exc, job.url)
             if unreachable is not None:
                 if quick_retry_used:
                     raise NoNetworkError(unreachable, job.url) from None

@@ -42,7 +42,8 @@ def get_id(obj: dict, keys: Sequence[str]) -> Tuple[str, object]:
 
 
 def clean_id(value) -> str:
-    """Return an id as a string; raise ValueError for values that cannot be ids."""
+    """Return an id as a string; raise ValueError for values that cannot be ids (not a string or an
+    integer, a tab or line break inside, or a lone surrogate that UTF-8 cannot encode)."""
     if type(value) is str:
         s = value.strip()
         if s.isprintable():  # fast path: no control characters at all
@@ -53,6 +54,10 @@ def clean_id(value) -> str:
         s = str(value).strip()
     if _BAD_ID_CHARS.search(s):
         raise ValueError(f"id contains a tab or line break: {s!r}")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from the JSON escape "\ud800"
+        raise ValueError(f"id is not valid Unicode (lone surrogate): {s!r}") from None
     return s
 
 

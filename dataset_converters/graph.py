@@ -137,10 +137,6 @@ class ItemGraph:
         """Neighbours of each item (int64 [n_items])."""
         return np.bincount(self.src, minlength=self.n_items).astype(np.int64)
 
-    def indptr(self) -> np.ndarray:
-        """CSR row pointer: the neighbours of item ``i`` are ``dst[indptr[i]:indptr[i + 1]]``."""
-        return np.concatenate(([0], np.cumsum(self.degree()))).astype(np.int64)
-
     def neighbors(self, i: int) -> np.ndarray:
         lo, hi = np.searchsorted(self.src, [i, i + 1])
         return self.dst[lo:hi]

@@ -10,7 +10,9 @@ column); those marked (retried) are tried again, up to ``retries`` times:
 
 * ``timeout`` (retried): no data for ``timeout`` seconds, or one attempt longer than
   ``ATTEMPT_TIMEOUT_FACTOR`` x ``timeout`` in all;
-* ``connection_error`` (retried): refused, reset, DNS failure, malformed response;
+* ``connection_error`` (retried): refused, reset, DNS failure, malformed response; when the host
+  could not be reached at all (DNS failure, connection refused, network unreachable, as classified by
+  :func:`.download.unreachable_reason`) the error's ``unreachable`` says why;
 * ``truncated`` (retried): the connection closed before Content-Length bytes came;
 * ``http_<code>``, e.g. ``http_404``: status >= 400 (retried for 5xx, 408 and 429), or a
   status other than 2xx and redirects;
@@ -50,6 +52,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .download import unreachable_reason
+
 USER_AGENT = "recbole-mmfusion-image-fetch/0.1 (+python-urllib)"
 ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.5"
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -63,10 +67,14 @@ JPEG_QUALITY = 90
 
 
 class FetchError(Exception):
-    """A body could not be fetched; ``reason`` is one short token (see the module docstring)."""
+    """A body could not be fetched; ``reason`` is one short token (see the module docstring).
+
+    ``unreachable`` is set (to a short explanation) when the host could not be reached at all.
+    """
 
     def __init__(self, reason: str, detail: str = "", *, http_status: Optional[int] = None,
-                 retry: bool = False, retry_after: Optional[float] = None, url: Optional[str] = None):
+                 retry: bool = False, retry_after: Optional[float] = None, url: Optional[str] = None,
+                 unreachable: Optional[str] = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -74,6 +82,7 @@ class FetchError(Exception):
         self.retry = retry
         self.retry_after = retry_after
         self.url = url
+        self.unreachable = unreachable
         self.attempts = 1
 
 
@@ -156,9 +165,7 @@ def _classify(exc: BaseException, url: str) -> FetchError:
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, BaseException):
         # e.g. "no host given", "unknown url type"
         return FetchError("bad_url", f"{exc.reason}"[:200], url=url)
-    if isinstance(inner, (OSError, http.client.HTTPException)):
-        return FetchError("connection_error", detail, retry=True, url=url)
-    return FetchError("connection_error", detail, retry=True, url=url)
+    return FetchError("connection_error", detail, retry=True, url=url, unreachable=unreachable_reason(exc, url))
 
 
 def file_url_path(url: str) -> Path:

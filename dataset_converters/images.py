@@ -47,21 +47,32 @@ attempts        HTTP attempts made (1 = no retry)
 seconds         time spent on the item
 time            when the item finished, UTC, ``YYYY-MM-DDTHH:MM:SSZ``
 detail          a short error message (null when ok)
+reused_file     only on an ``ok`` record made from an image already in ``images/`` (see below):
+                ``true``; its ``bytes``, ``width``, ``height`` and ``http_status`` are null
 ==============  ============================================================================
 
 Crash safety: one line is appended per finished item (flushed at once, fsync'd every 64 lines
 and at the end); a torn last line is ignored on replay; images are written to a temporary
 ``.<name>.*.tmp`` file and renamed, so a killed run leaves no half-written image and no line for
 an unfinished item. A re-run keeps every ``ok`` item whose file still exists with the recorded
-size (and, with ``verify=True``, SHA-256) and same ``size``, retries failed items, re-checks
-missing ones, and finally rewrites the journal with one line per item (atomically). Two runs on
-the same folder at once are refused (lock file ``images/.lock``).
+size (and, with ``verify=True``, SHA-256) and same ``size``; an item without an ``ok`` record
+whose file ``images/<image_file_name(item_id)>`` exists (stored just before a kill, its line
+never written) is taken as ``ok`` without a download when Pillow reads the file as a whole
+``size`` x ``size`` RGB JPEG (``reused_file: true``). It retries failed items, re-checks missing
+ones, and finally rewrites the journal with one line per item (atomically). Two runs on the same
+folder at once are refused (lock file ``images/.lock``).
+
+Without a network: after ``unreachable_limit`` (20) items in a row whose host could not be
+reached at all (DNS failure, connection refused, network unreachable), with no other outcome in
+between, the run stops. The items not attempted get no manifest line (a later run tries them),
+one warning is logged, and the report has ``aborted_unreachable=True`` and ``not_done`` set.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import os
@@ -79,6 +90,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
+from .download import fsync_dir
 from .image_fetch import (DEFAULT_MAX_PIXELS, DEFAULT_SIZE, Fetcher, FetchError, ImageError, Interrupted,
                           read_file, to_jpeg)
 from .issues import ConversionError, InputIssues
@@ -101,6 +113,7 @@ DEFAULT_WORKERS = 8
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 LOCAL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # in order of precedence
 FSYNC_EVERY = 64
+UNREACHABLE_LIMIT = 20  # items in a row whose host could not be reached before the run stops
 STATUSES = ("ok", "missing", "failed")
 RECORD_KEYS = ("item_id", "status", "reason", "url", "http_status", "bytes", "file", "file_bytes", "sha256",
                "width", "height", "size", "attempts", "seconds", "time", "detail")
@@ -166,19 +179,6 @@ def load_manifest(dataset_dir: PathLike) -> Dict[str, dict]:
     return _read_journal(Path(dataset_dir) / IMAGES_DIR / MANIFEST)[0]
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _Journal:
     """Append-only ``manifest.jsonl``, written by one thread."""
 
@@ -221,7 +221,7 @@ class _Journal:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.lines = len(self.records)
 
 
@@ -312,6 +312,8 @@ class ImageReport:
     seconds: float
     images_per_s: float             # downloaded / seconds
     failed_items: List[str] = field(default_factory=list)
+    aborted_unreachable: bool = False  # stopped early: host after host could not be reached
+    not_done: int = 0               # items left without an outcome by this run (not in ``counts``)
 
     @property
     def ok(self) -> int:
@@ -334,6 +336,19 @@ def _record(item_id: str, status: str, reason: Optional[str] = None, **values) -
     rec = dict.fromkeys(RECORD_KEYS)
     rec.update(item_id=item_id, status=status, reason=reason, time=_now(), **values)
     return rec
+
+
+def _stored_file(path: Path, size: int) -> Optional[Tuple[int, str]]:
+    """``(bytes, sha256)`` of ``path`` when Pillow reads it as a whole ``size`` x ``size`` RGB JPEG, else None."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG" or im.mode != "RGB" or im.size != (size, size):
+                return None
+            im.load()
+    except Exception:  # noqa: BLE001 - any unreadable file is simply downloaded again
+        return None
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _reusable(rec: Optional[dict], images_dir: Path, size: int, verify: bool) -> bool:
@@ -360,10 +375,12 @@ class _Worker:
         self.size = size
         self.max_pixels = max_pixels
 
-    def __call__(self, job: Tuple[str, Optional[str], Optional[Path]]) -> Optional[dict]:
+    def __call__(self, job: Tuple[str, Optional[str], Optional[Path]]) -> Optional[Tuple[dict, Optional[str]]]:
+        """``(record, why the host could not be reached or None)``; None when the run is stopping."""
         item_id, url, local = job
         t0 = time.monotonic()
         info = dict(url=local.resolve().as_uri() if local is not None else url, size=self.size, attempts=0)
+        unreachable = None
         try:
             if local is not None:
                 body, info["attempts"] = read_file(local, self.fetcher.max_bytes), 1
@@ -376,12 +393,12 @@ class _Worker:
             name = image_file_name(item_id)
             self._store(name, jpeg)
             return _record(item_id, "ok", file=name, file_bytes=len(jpeg), sha256=hashlib.sha256(jpeg).hexdigest(),
-                           seconds=round(time.monotonic() - t0, 4), **info)
+                           seconds=round(time.monotonic() - t0, 4), **info), None
         except Interrupted:
             return None
         except FetchError as e:
             info.update(http_status=e.http_status, attempts=e.attempts)
-            reason, detail = e.reason, e.detail
+            reason, detail, unreachable = e.reason, e.detail, e.unreachable
             if local is None and e.url and e.url != url:  # failed after a redirect
                 detail = f"{detail} (at {e.url[:200]})"
         except ImageError as e:
@@ -390,7 +407,7 @@ class _Worker:
             log.debug("images: unexpected error on %r", item_id, exc_info=True)
             reason, detail = "error", f"{type(e).__name__}: {e}"[:200]
         return _record(item_id, "failed", reason, detail=detail or None, seconds=round(time.monotonic() - t0, 4),
-                       **info)
+                       **info), unreachable
 
     def _store(self, name: str, data: bytes) -> None:
         final = self.images_dir / name
@@ -421,15 +438,19 @@ def download_images(dataset_dir: PathLike, meta_paths: Union[PathLike, Iterable[
                     size: int = DEFAULT_SIZE, workers: int = DEFAULT_WORKERS, timeout: float = 10.0,
                     retries: int = 3, backoff: float = 0.5, max_bytes: int = DEFAULT_MAX_BYTES,
                     max_pixels: int = DEFAULT_MAX_PIXELS, rate_limit: Optional[float] = None,
-                    verify: bool = False, compact: bool = True, progress: bool = True) -> ImageReport:
+                    verify: bool = False, compact: bool = True, progress: bool = True,
+                    unreachable_limit: Optional[int] = UNREACHABLE_LIMIT) -> ImageReport:
     """Fetch, check and store the main image of every item; see the module docstring.
 
     ``items`` overrides the dataset's kept item ids. ``verify`` re-hashes stored images before
-    trusting them (otherwise existence and size are checked). Raises ConversionError for a missing
-    folder or file, ValueError for a bad setting; a failing item never raises.
+    trusting them (otherwise existence and size are checked). ``unreachable_limit``: items in a row
+    whose host cannot be reached before the run stops (None: never stop). Raises ConversionError for
+    a missing folder or file, ValueError for a bad setting; a failing item never raises.
     """
     if size < 1 or workers < 1 or max_pixels < 1:
         raise ValueError("need size >= 1, workers >= 1 and max_pixels >= 1")
+    if unreachable_limit is not None and unreachable_limit < 1:
+        raise ValueError(f"unreachable_limit must be >= 1 or None, got {unreachable_limit}")
     if rate_limit is not None and not rate_limit > 0:
         raise ValueError(f"rate_limit must be > 0, got {rate_limit}")
     start = time.perf_counter()
@@ -462,7 +483,7 @@ def download_images(dataset_dir: PathLike, meta_paths: Union[PathLike, Iterable[
         journal = _Journal(images_dir / MANIFEST)
         try:
             report = _run(ids, urls, local, journal, images_dir, fetcher, size, workers, max_pixels, verify,
-                          progress, start)
+                          progress, start, unreachable_limit)
             if compact:
                 journal.close()
                 journal.compact()
@@ -476,7 +497,7 @@ def download_images(dataset_dir: PathLike, meta_paths: Union[PathLike, Iterable[
 
 
 def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers, max_pixels, verify,
-         progress, start) -> ImageReport:
+         progress, start, unreachable_limit: Optional[int] = UNREACHABLE_LIMIT) -> ImageReport:
     from tqdm.auto import tqdm
 
     counts: Counter = Counter()
@@ -484,12 +505,14 @@ def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers
     prev = journal.records
     jobs = []
     reused = 0
+    status: Dict[str, str] = {}  # item -> status recorded by this run
     bar = tqdm(total=len(ids), desc="images", unit="img", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
 
     def finish(rec: dict, write: bool = True) -> None:
         if write:
             journal.append(rec)
+        status[rec["item_id"]] = rec["status"]
         counts[rec["status"]] += 1
         if rec["status"] != "ok":
             reasons[rec["reason"] or "unknown"] += 1
@@ -509,20 +532,52 @@ def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers
             same = old is not None and all(old.get(k) == rec[k] for k in ("status", "reason", "url"))
             finish(old if same else rec, write=not same)
             continue
+        if old is None or old.get("status") != "ok":
+            # stored by a run killed before it wrote the item's line: keep the file if it is a whole image
+            name = image_file_name(item_id)
+            stored = _stored_file(images_dir / name, size) if (images_dir / name).is_file() else None
+            if stored is not None:
+                reused += 1
+                finish(_record(item_id, "ok", url=path.resolve().as_uri() if path is not None else url, file=name,
+                               file_bytes=stored[0], sha256=stored[1], size=size, attempts=0, seconds=0.0,
+                               reused_file=True))
+                continue
         jobs.append((item_id, url, path))
 
+    # Local files first: they need no network, so a run that stops early on an unreachable host still
+    # stores every image it can reach on disk.
+    jobs.sort(key=lambda job: not (job[2] is not None or str(job[1] or "").startswith("file:")))
     stop = fetcher.stop
     worker = _Worker(images_dir, fetcher, size, max_pixels)
     window = max(2 * workers, 4)
     pending = set()
     todo = iter(jobs)
+    streak, last_unreachable, aborted = 0, None, False
+
+    def finished(fut) -> bool:
+        return fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is not None
+
     try:
         with warnings.catch_warnings():
             # Pixel counts are checked against max_pixels before decoding; Pillow's own warning adds nothing.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="images") as pool:
+                stopped = []
+
+                def stop_pool() -> None:
+                    if stopped:
+                        return
+                    stopped.append(True)
+                    stop.set()
+                    for fut in pending:
+                        fut.cancel()
+                    pool.shutdown(wait=True)
+                    for fut in pending:  # record what finished while stopping
+                        if finished(fut):
+                            finish(fut.result()[0])
+
                 try:
-                    while True:
+                    while not aborted:
                         while len(pending) < window:
                             job = next(todo, None)
                             if job is None:
@@ -532,27 +587,34 @@ def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers
                             break
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for fut in done:
-                            rec = fut.result()
-                            if rec is not None:
-                                finish(rec)
+                            result = fut.result()
+                            if result is None:
+                                continue
+                            rec, unreachable = result
+                            finish(rec)
+                            streak = streak + 1 if unreachable else 0
+                            last_unreachable = unreachable or last_unreachable
+                            if unreachable_limit is not None and streak >= unreachable_limit:
+                                aborted = True
+                    if aborted:
+                        stop_pool()
                 except BaseException:
-                    stop.set()
-                    for fut in pending:
-                        fut.cancel()
-                    pool.shutdown(wait=True)
-                    for fut in pending:  # record what finished while stopping
-                        if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result():
-                            finish(fut.result())
+                    stop_pool()
                     raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    downloaded = sum(1 for j in jobs if journal.records.get(j[0], {}).get("status") == "ok")
-    failed_items = [j[0] for j in jobs if journal.records.get(j[0], {}).get("status") == "failed"]
+    downloaded = sum(1 for j in jobs if status.get(j[0]) == "ok")
+    failed_items = [j[0] for j in jobs if status.get(j[0]) == "failed"]
+    not_done = len(ids) - len(status)
+    if aborted:
+        log.warning("images: stopped after %d items in a row could not reach their host (last: %s); "
+                    "%s items not attempted are left for a later run", streak, last_unreachable, f"{not_done:,}")
     return ImageReport(images_dir=images_dir, manifest=journal.path, total=len(ids),
                        counts={s: counts.get(s, 0) for s in STATUSES}, reasons=dict(reasons.most_common()),
                        downloaded=downloaded, reused=reused, seconds=seconds,
-                       images_per_s=downloaded / seconds if seconds > 0 else 0.0, failed_items=failed_items)
+                       images_per_s=downloaded / seconds if seconds > 0 else 0.0, failed_items=failed_items,
+                       aborted_unreachable=aborted, not_done=not_done)
 
 
 def _log_report(r: ImageReport) -> None:

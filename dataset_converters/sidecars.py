@@ -40,14 +40,13 @@ from .issues import ConversionError, InputIssues
 from .meta import ItemMeta
 from .records import read_reviews
 from .split import TRAIN
-from .text import (ITEM_REVIEWS, ITEM_SOURCES, MISSING, REVIEWS, TITLE, TITLE_DESCRIPTION, ParquetRows,
-                   item_meta_text, item_text_schema, join_reviews, review_line, user_text_schema)
+from .graph import GRAPH_SUFFIX
+from .text import (ITEM_REVIEWS, ITEM_SOURCES, ITEM_TEXT_SUFFIX, MISSING, REVIEWS, TITLE, TITLE_DESCRIPTION,
+                   USER_TEXT_SUFFIX, ParquetRows, item_meta_text, item_text_schema, join_reviews, review_line,
+                   user_text_schema)
 
 log = logging.getLogger("dataset_converters")
 
-ITEM_TEXT_SUFFIX = "item_text.parquet"
-USER_TEXT_SUFFIX = "user_text.parquet"
-GRAPH_SUFFIX = "item_graph.parquet"
 SIDECAR_SUFFIXES = (ITEM_TEXT_SUFFIX, USER_TEXT_SUFFIX, GRAPH_SUFFIX)
 ENTITIES_PER_BUCKET = 500_000  # users (items) whose review texts are held in memory at a time
 

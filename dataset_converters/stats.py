@@ -3,7 +3,8 @@
 Everything is read from the files themselves (not from ``<ds>.stats.json``): the users, items and
 interactions from ``<ds>.inter``, the split sizes from ``<ds>.{train,valid,test}.inter``, the
 modality coverage from the sidecars (``<ds>.item_text.parquet``, ``<ds>.user_text.parquet``,
-``<ds>.item_graph.parquet``) and from ``images/manifest.jsonl`` when images were downloaded.
+``<ds>.item_graph.parquet``; names from :mod:`.text` and :mod:`.graph`) and from
+``images/manifest.jsonl`` when images were downloaded.
 A missing sidecar is reported as ``null`` (``--json``) or ``not written`` (table).
 
 :func:`dataset_stats` returns a dict (the ``--json`` output)::
@@ -31,8 +32,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .graph import item_graph_path
 from .issues import ConversionError
 from .records import PathLike
+from .text import item_text_path, user_text_path
 
 QUANTILES = (("min", 0.0), ("25%", 0.25), ("50%", 0.5), ("75%", 0.75), ("90%", 0.9), ("99%", 0.99),
              ("max", 1.0))
@@ -191,10 +194,10 @@ def dataset_stats(dataset_dir: PathLike) -> dict:
         "counts": counts,
         "sparsity": round(1.0 - n_inter / (n_users * n_items), 6) if n_users and n_items else None,
         "coverage": {
-            "item_text": _item_text(folder / f"{name}.item_text.parquet", n_items),
+            "item_text": _item_text(item_text_path(folder, name), n_items),
             "images": _images(folder, item_ids, n_items),
-            "item_graph": _item_graph(folder / f"{name}.item_graph.parquet", n_items),
-            "user_text": _user_text(folder / f"{name}.user_text.parquet", n_users),
+            "item_graph": _item_graph(item_graph_path(folder, name), n_items),
+            "user_text": _user_text(user_text_path(folder, name), n_users),
         },
         "interactions_per_user": quantiles(per_user),
         "interactions_per_item": quantiles(per_item),

@@ -4,8 +4,9 @@ A converted dataset folder holds two text files beside the atomic files (written
 conversion runs with ``--no-sidecars``):
 
 ``<ds>.item_text.parquet``
-    one row per kept item, every kept item exactly once, in item order (the order in which the
-    items first appear in the review files):
+    one row per kept item, every kept item exactly once, in the order in which the items first
+    appear in ``<ds>.inter`` (the order RecBole meets them). The row order is not a contract:
+    readers should join on ``item_id``, not on row positions:
 
     =======  ======  ==================================================================
     item_id  string  the raw item id, as in ``<ds>.inter``
@@ -14,8 +15,8 @@ conversion runs with ``--no-sidecars``):
     =======  ======  ==================================================================
 
 ``<ds>.user_text.parquet``
-    one row per kept user, every kept user exactly once, in user order (the order in which the
-    users first appear in the review files):
+    one row per kept user, every kept user exactly once, in the order in which the users first
+    appear in ``<ds>.inter``; as above, readers should join on ``user_id``:
 
     =========  ======  ================================================================
     user_id    string  the raw user id, as in ``<ds>.inter``
@@ -29,16 +30,20 @@ list of paragraphs; 2014: a string), then the features (2023 ``features``, 2018 
 part a line; HTML entities are unescaped, ``<br>`` tags read as spaces and whitespace runs
 collapsed to one space. ``source`` is ``title_description`` when the item has a description,
 else ``title`` when it has a title. An item with neither a title nor a description (or without
-a meta record) gets its *training* reviews instead, most recent first, at most 5, one review a
-line (``source`` ``reviews``); an item without any review text left is ``missing``.
+a meta record) gets its *training* reviews instead: its last 5 training reviews are picked, those
+without any text are left out, and the others are written most recent first, one review a line
+(``source`` ``reviews``); an item none of whose 5 picked reviews has text is ``missing``.
 
-User document: the user's last N *training* reviews (N = 5 by default, ``--user-reviews``),
-oldest first, one review a line; reviews without any text are left out and ``n_reviews``
-counts the others. A user with no review text is ``missing``. Validation and test reviews are
-never used, so the sidecars do not leak the held-out interactions.
+User document: the user's last N *training* reviews are picked (N = 5 by default,
+``--user-reviews``), then those without any text (no title and no text) are left out; the others
+are written oldest first, one review a line, and ``n_reviews`` counts them. The reviews are picked
+before the empty ones are dropped, so ``n_reviews`` can be below N while older training reviews
+have text, and a user whose last N training reviews all lack text is ``missing`` even when older
+ones have some. Validation and test reviews are never used, so the sidecars do not leak the
+held-out interactions.
 
 A review as a line: its title, then its text (``"Great. Works well"``); a ``.`` is put between
-them unless the title already ends with ``.``, ``!``, ``?`` or ``:``.
+them unless the title already ends with ``.``, ``!``, ``?``, ``:`` or ``;`` (then only a space).
 
 Reading: :func:`read_item_text` and :func:`read_user_text` return a :class:`pandas.DataFrame`
 indexed by the raw id; ``pandas.read_parquet`` or ``pyarrow.parquet.read_table`` work as well.
@@ -55,9 +60,11 @@ from .meta import ItemMeta, clean_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+ITEM_TEXT_SUFFIX = "item_text.parquet"
+USER_TEXT_SUFFIX = "user_text.parquet"
+
 TITLE_DESCRIPTION, TITLE, REVIEWS, MISSING = "title_description", "title", "reviews", "missing"
 ITEM_SOURCES = (TITLE_DESCRIPTION, TITLE, REVIEWS, MISSING)
-USER_SOURCES = (REVIEWS, MISSING)
 ITEM_REVIEWS = 5  # reviews in the document of an item without title and description
 USER_REVIEWS = 5  # default number of reviews in a user's document
 
@@ -66,7 +73,17 @@ ROW_GROUP_BYTES = 64 << 20  # a row group is flushed once its texts reach this s
 COMPRESSION = "zstd"
 
 _BR = re.compile(r"<\s*br\s*/?\s*>", re.I)
-_SENTENCE_END = (".", "!", "?", ":", ";")
+_SENTENCE_END = (".", "!", "?", ":", ";")  # a title ending with one of these needs no added "."
+
+
+def item_text_path(folder: PathLike, dataset: str) -> Path:
+    """``<folder>/<dataset>.item_text.parquet``."""
+    return Path(folder) / f"{dataset}.{ITEM_TEXT_SUFFIX}"
+
+
+def user_text_path(folder: PathLike, dataset: str) -> Path:
+    """``<folder>/<dataset>.user_text.parquet``."""
+    return Path(folder) / f"{dataset}.{USER_TEXT_SUFFIX}"
 
 
 def clean(value) -> str:
@@ -100,10 +117,10 @@ def item_meta_text(meta: Optional[ItemMeta]) -> Tuple[str, Optional[str]]:
     if meta is None:
         return "", None
     title = clean(meta.title)
-    description = _parts([meta.description] if isinstance(meta.description, str) else meta.description)
+    description = _parts(meta.description)  # lists, whatever the schema (see meta.parse_meta)
     if not title and not description:
         return "", None
-    features = _parts([meta.features] if isinstance(meta.features, str) else meta.features)
+    features = _parts(meta.features)
     lines = ([title] if title else []) + description + features
     return "\n".join(lines), TITLE_DESCRIPTION if description else TITLE
 

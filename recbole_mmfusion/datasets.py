@@ -73,9 +73,6 @@ def _build_demo(config, raw: Path):
     return [reviews], [meta]
 
 
-#: the sidecar files every converted dataset of this project has
-SIDECARS = ("item_text.parquet", "user_text.parquet", "item_graph.parquet")
-
 #: sub-folders of ``download_base_url`` holding the Amazon Reviews 2023 review and metadata files
 REVIEW_FOLDER, META_FOLDER = "review_categories/", "meta_categories/"
 
@@ -185,7 +182,9 @@ def _up_to_date(config, stats: dict | None, raw: Path) -> bool:
                             config["dataset"], used, list(config[key] or []))
                 return False
     folder, name = Path(config["data_path"]), config["dataset"]
-    if not stats.get("sidecars") or not all((folder / f"{name}.{suffix}").is_file() for suffix in SIDECARS):
+    from dataset_converters.sidecars import SIDECAR_SUFFIXES
+
+    if not stats.get("sidecars") or not all((folder / f"{name}.{suffix}").is_file() for suffix in SIDECAR_SUFFIXES):
         logger.info("Dataset %s has no text / graph sidecars yet: converting again", name)
         return False
     return True

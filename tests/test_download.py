@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -17,7 +19,7 @@ import pytest
 
 import recbole_mmfusion  # noqa: F401
 from dataset_converters.demo import generate_demo
-from dataset_converters.download import DownloadError, NoNetworkError, fetch, part_path
+from dataset_converters.download import DownloadError, NoNetworkError, fetch, part_path, state_path
 from recbole_mmfusion.config import MMConfig
 from recbole_mmfusion.datasets import DatasetNotFoundError, prepare_dataset, required_files
 
@@ -28,16 +30,21 @@ FAST = {"timeout": 5, "backoff": 0.01, "progress": False}
 class FileServer:
     """Serves ``files`` (URL path -> bytes) with Range support; ``plan[path]`` lists one behaviour per request.
 
-    Behaviours: ``ok``; ``cut`` (full Content-Length, half the body, then close); ``ignore_range`` (200 with the
-    whole file); ``no_length`` (no Content-Length, half the body, then close); ``500``; ``404``. When a path's plan
-    is used up, ``default`` applies.
+    Behaviours: ``ok``; ``cut`` (full Content-Length, half the body, then close); ``cut_change`` (a ``cut``, after
+    which the file becomes ``changes[path]``); ``ignore_range`` (200 with the whole file); ``no_length`` (no
+    Content-Length, half the body, then close); ``416_no_total`` (416 without Content-Range); ``500``; ``404``.
+    When a path's plan is used up, ``default`` applies. Answers carry an ``ETag`` (from the file's bytes) and a
+    ``Last-Modified``; ``If-Range`` is honoured unless ``if_range`` is False (then the range is served anyway).
     """
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.plan: dict[str, list[str]] = {}
         self.default = "ok"
+        self.changes: dict[str, bytes] = {}
+        self.if_range = True
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.if_ranges: list[str | None] = []  # If-Range header of each request
         self.bytes_sent = 0
         self.lock = threading.Lock()
         server = self
@@ -63,6 +70,7 @@ class FileServer:
         path = request.path
         with self.lock:
             self.requests.append((path, request.headers.get("Range")))
+            self.if_ranges.append(request.headers.get("If-Range"))
             queue = self.plan.get(path)
             action = queue.pop(0) if queue else self.default
         data = self.files.get(path)
@@ -72,8 +80,17 @@ class FileServer:
         if action == "500":
             request.send_error(500, "Internal Server Error")
             return
+        if action == "416_no_total":
+            request.send_response(416)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
         start, status = 0, 200
         wanted = request.headers.get("Range")
+        validator = request.headers.get("If-Range")
+        if validator and self.if_range and validator != etag:
+            wanted = None  # the file changed: the whole of it, with 200
         if wanted and action != "ignore_range":
             start = int(wanted.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
@@ -85,18 +102,23 @@ class FileServer:
             status = 206
         body = data[start:]
         request.send_response(status)
+        request.send_header("ETag", etag)
+        request.send_header("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
         if status == 206:
             request.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         if action != "no_length":
             request.send_header("Content-Length", str(len(body)))
         request.end_headers()
-        if action in ("cut", "no_length"):
+        if action in ("cut", "cut_change", "no_length"):
             body = body[: len(body) // 2]
         request.wfile.write(body)
         request.wfile.flush()
         with self.lock:
             self.bytes_sent += len(body)
-        if action in ("cut", "no_length"):
+        if action == "cut_change":
+            with self.lock:
+                self.files[path] = self.changes.pop(path)
+        if action in ("cut", "cut_change", "no_length"):
             request.close_connection = True
             request.connection.shutdown(socket.SHUT_RDWR)
 
@@ -197,6 +219,82 @@ def test_a_whole_part_file_is_checked_against_the_server_total(server, tmp_path)
     part_path(other).write_bytes(data + b"junk")  # larger than the server's file: start over
     fetch(server.url + "f.gz", other, retries=1, **FAST)
     assert other.read_bytes() == data and not part_path(other).exists()
+
+
+def test_a_resume_sends_the_validator_and_leaves_no_state_behind(server, tmp_path):
+    data = _payload()
+    server.files["/f.gz"] = data
+    server.plan["/f.gz"] = ["cut"]
+    dest = tmp_path / "f.gz"
+    fetch(server.url + "f.gz", dest, retries=3, **FAST)
+    assert dest.read_bytes() == data
+    assert server.if_ranges == [None, '"' + hashlib.sha256(data).hexdigest()[:16] + '"']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gz"]
+
+
+def test_the_validators_are_kept_beside_the_part_file(server, tmp_path):
+    data = _payload()
+    server.files["/f.gz"] = data
+    server.default = "cut"
+    dest = tmp_path / "f.gz"
+    with pytest.raises(DownloadError):
+        fetch(server.url + "f.gz", dest, retries=0, **FAST)
+    state = json.loads(state_path(dest).read_text())
+    assert state["etag"] == '"' + hashlib.sha256(data).hexdigest()[:16] + '"' and state["total"] == len(data)
+    assert state["last_modified"] == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert state_path(dest).name == "f.gz.part.json" and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("if_range", [True, False], ids=["if_range_honoured", "if_range_ignored"])
+@pytest.mark.parametrize("same_size", [True, False], ids=["same_size", "other_size"])
+def test_a_file_changed_between_a_cut_and_the_resume_is_downloaded_whole(server, tmp_path, if_range, same_size):
+    old = os.urandom(200_000)
+    new = os.urandom(200_000 if same_size else 260_000)
+    server.files["/f.bin"] = old
+    server.changes["/f.bin"] = new
+    server.plan["/f.bin"] = ["cut_change"]
+    server.if_range = if_range
+    dest = tmp_path / "f.bin"
+    fetch(server.url + "f.bin", dest, retries=3, **FAST)
+    assert dest.read_bytes() == new  # never old bytes followed by new ones
+    assert not part_path(dest).exists() and not state_path(dest).exists()
+    assert server.requests[1][1] == f"bytes={len(old) // 2}-"
+    # a server honouring If-Range sends the new file at once; another one is asked again from byte 0
+    assert server.count() == (2 if if_range else 3)
+    if not if_range:
+        assert server.requests[2][1] is None
+
+
+def test_a_part_file_of_another_version_is_discarded(server, tmp_path):
+    data = _payload(2000)
+    server.files["/f.gz"] = data
+    server.if_range = False
+    dest = tmp_path / "f.gz"
+    part_path(dest).write_bytes(data[:1000])
+    state_path(dest).write_text(json.dumps({"etag": '"other"', "last_modified": None, "total": len(data)}))
+    fetch(server.url + "f.gz", dest, retries=1, **FAST)
+    assert dest.read_bytes() == data and server.count() == 2 and server.requests[1][1] is None
+
+
+def test_416_without_a_total_restarts_a_file_that_cannot_be_checked(server, tmp_path):
+    data = os.urandom(3000)
+    server.files["/f.bin"] = data
+    server.plan["/f.bin"] = ["416_no_total"]
+    dest = tmp_path / "f.bin"
+    part_path(dest).write_bytes(os.urandom(3000))  # same size, other bytes: nothing says it is whole
+    fetch(server.url + "f.bin", dest, retries=1, **FAST)
+    assert dest.read_bytes() == data
+    assert [rng for _, rng in server.requests] == ["bytes=3000-", None]
+
+
+def test_416_without_a_total_accepts_a_complete_gzip_part_file(server, tmp_path):
+    data = _payload(2000)
+    server.files["/f.gz"] = data
+    server.plan["/f.gz"] = ["416_no_total"]
+    dest = tmp_path / "f.gz"
+    part_path(dest).write_bytes(data)
+    fetch(server.url + "f.gz", dest, retries=0, **FAST)
+    assert dest.read_bytes() == data and server.count() == 1
 
 
 def test_no_server_fails_fast(tmp_path):

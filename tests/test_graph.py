@@ -446,7 +446,8 @@ def test_speed_on_a_zipf_workload():
           f"{g.n_edges:,} edges in {seconds:.2f} s")
     check_symmetric(g)
     assert g.n_edges > 100_000
-    assert seconds < 20, f"building the graph took {seconds:.1f} s"
+    # a generous bound (a few seconds on an idle machine): only a pathological slowdown fails, not a busy one
+    assert seconds < 120, f"building the graph took {seconds:.1f} s"
 
 
 # ----------------------------------------------------------------------------- real data

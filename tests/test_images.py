@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -515,50 +517,166 @@ download_images(sys.argv[1], [sys.argv[2]], workers=1, timeout=5, progress=False
 
 def test_kill_9_mid_run_then_resume(tmp_path, demo_images):
     bodies = {f"/k/{k}.jpg": p.read_bytes() for k, p in enumerate(demo_images[:20])}
-    server = Server({path: serve(b) for path, b in bodies.items()}, delay=0.15)
+    blocked = "/k/6.jpg"  # its first request is held until the process is killed
+    asked, release = threading.Event(), threading.Event()
+    served: Counter = Counter()  # bodies sent in full
+
+    def route(path, body):
+        def fn(h, n):
+            if path == blocked and n == 1:
+                asked.set()
+                release.wait(30)
+                return  # the client is gone
+            send(h, body)
+            served[path] += 1
+        return fn
+
+    server = Server({path: route(path, b) for path, b in bodies.items()})
     try:
         entries = [(f"K{k}", server.url(path)) for k, path in enumerate(bodies)]
         meta = write_meta(tmp_path / "meta.jsonl", entries)
         dataset = tmp_path / "ds"
         dataset.mkdir()
-        journal = dataset / "images" / "manifest.jsonl"
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(dataset), str(meta)], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and proc.poll() is None:
-                if journal.is_file() and journal.read_bytes().count(b"\n") >= 4:
-                    break
-                time.sleep(0.02)
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            while time.monotonic() < deadline and proc.poll() is None and not asked.wait(0.02):
+                pass
+            assert proc.poll() is None and asked.is_set(), proc.stderr.read().decode()[-2000:]
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.wait(timeout=10)
             proc.stderr.close()
+            release.set()
         assert proc.returncode == -signal.SIGKILL
         before = load_manifest(dataset)
-        assert 4 <= len(before) < len(entries)
+        # K0..K5 were stored before K6 was asked for; the line of K5 may not have been written yet
+        assert set(before) in ({f"K{k}" for k in range(5)}, {f"K{k}" for k in range(6)})
         assert all(r["status"] == "ok" for r in before.values())
         images = dataset / "images"
         for p in images.iterdir():  # every finished file is a whole image; only .tmp files may be partial
             if p.suffix == ".jpg" and not p.name.startswith("."):
                 with Image.open(p) as im:
                     im.load()
-        counts_at_kill = Counter(server.counts)
-        server.delay = 0.0
+        assert (images / image_file_name("K5")).is_file()
         report = download_images(dataset, [meta], workers=2, timeout=5, progress=False)
         assert report.counts == {"ok": len(entries), "missing": 0, "failed": 0}
-        assert report.reused == len(before)
         after = load_manifest(dataset)
         check_stored(dataset, after)
-        paths = {f"K{k}": path for k, path in enumerate(bodies)}
-        for item_id in before:  # finished before the kill: never asked again
-            assert server.counts[paths[item_id]] == 1 == counts_at_kill[paths[item_id]]
+        adopted = sorted(i for i, r in after.items() if r.get("reused_file"))
+        assert adopted == ([] if "K5" in before else ["K5"])
+        assert report.reused == len(before) + len(adopted) and report.downloaded == len(entries) - report.reused
+        for item_id in before:  # finished before the kill: untouched
             assert after[item_id] == before[item_id]
-        # at most the one item in flight at the kill was asked twice
-        assert sum(server.counts.values()) <= len(entries) + 1
-        assert all(n <= 2 for n in server.counts.values())
+        # no image was downloaded twice: only the request held at the kill was made again
+        assert dict(served) == dict.fromkeys(bodies, 1)
+        assert dict(server.counts) == {path: 2 if path == blocked else 1 for path in bodies}
         assert not [p for p in images.iterdir() if p.name.endswith(".tmp")]
     finally:
+        release.set()
         server.close()
+
+
+def test_an_image_stored_without_its_manifest_line_is_not_downloaded_again(tmp_path, demo_images):
+    bodies = {f"/s/{k}.jpg": p.read_bytes() for k, p in enumerate(demo_images[:4])}
+    server = Server({path: serve(b) for path, b in bodies.items()})
+    try:
+        ids = ["A", "B", "C", "D"]
+        meta = write_meta(tmp_path / "meta.jsonl", list(zip(ids, map(server.url, bodies))))
+        dataset = tmp_path / "ds"
+        dataset.mkdir()
+        download_images(dataset, [meta], items=ids[:3], workers=1, **FAST)
+        first = load_manifest(dataset)
+        images = dataset / "images"
+        journal = images / "manifest.jsonl"
+        # as after a kill: B and C stored but their lines never written; C's file is not a whole image;
+        # a file of another size is in D's place
+        journal.write_text(json.dumps(first["A"]) + "\n", encoding="utf-8")
+        c_file = images / image_file_name("C")
+        c_file.write_bytes(c_file.read_bytes()[:300])
+        (images / image_file_name("D")).write_bytes(jpeg_bytes(size=(32, 32)))
+        report = download_images(dataset, [meta], items=ids, workers=1, **FAST)
+        assert report.counts == {"ok": 4, "missing": 0, "failed": 0}
+        assert report.reused == 2 and report.downloaded == 2
+        assert [server.counts[p] for p in bodies] == [1, 1, 2, 1]
+        after = load_manifest(dataset)
+        check_stored(dataset, after)
+        b = after["B"]
+        assert b["reused_file"] is True and b["reason"] is None and b["attempts"] == 0
+        assert (b["file"], b["file_bytes"], b["sha256"], b["url"]) == (
+            first["B"]["file"], first["B"]["file_bytes"], first["B"]["sha256"], first["B"]["url"])
+        assert not any(after[i].get("reused_file") for i in ("A", "C", "D"))
+        # the adopted record is an ordinary ok record from now on
+        again = download_images(dataset, [meta], items=ids, workers=1, **FAST)
+        assert again.reused == 4 and again.downloaded == 0 and load_manifest(dataset)["B"] == b
+    finally:
+        server.close()
+
+
+def test_a_run_without_network_stops_early(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: every connection is refused
+    ids = [f"N{k}" for k in range(200)]
+    meta = write_meta(tmp_path / "meta.jsonl", [(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in ids])
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    t0 = time.monotonic()
+    report = download_images(dataset, [meta], items=ids, workers=4, timeout=2, retries=2, backoff=0.01,
+                             progress=False)
+    assert time.monotonic() - t0 < 20
+    assert report.aborted_unreachable
+    manifest = load_manifest(dataset)
+    assert 20 <= len(manifest) < 40  # the 20 in a row, plus those in flight when the run stopped
+    assert report.counts == {"ok": 0, "missing": 0, "failed": len(manifest)}
+    assert report.not_done == len(ids) - len(manifest) and report.reasons == {"connection_error": len(manifest)}
+    assert all(r["status"] == "failed" and r["reason"] == "connection_error" for r in manifest.values())
+    assert sorted(report.failed_items) == sorted(manifest)
+    # a later run tries the items left out (here without stopping)
+    report = download_images(dataset, [meta], items=ids, workers=8, timeout=2, retries=0, backoff=0.01,
+                             progress=False, unreachable_limit=None)
+    assert not report.aborted_unreachable and report.not_done == 0
+    assert report.counts["failed"] == len(ids) and len(load_manifest(dataset)) == len(ids)
+
+
+def test_an_answer_between_unreachable_items_keeps_the_run_going(tmp_path, demo_images):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = Server({"/ok.jpg": serve(demo_images[0].read_bytes())})
+    try:
+        entries = [(f"M{k}", server.url("/ok.jpg") if k % 5 == 4 else f"http://127.0.0.1:{port}/x.jpg")
+                   for k in range(30)]
+        meta = write_meta(tmp_path / "meta.jsonl", entries)
+        dataset = tmp_path / "ds"
+        dataset.mkdir()
+        run = dict(workers=1, timeout=2, retries=0, backoff=0.01, progress=False)
+        report = download_images(dataset, [meta], unreachable_limit=5, **run)
+        assert not report.aborted_unreachable and report.counts == {"ok": 6, "missing": 0, "failed": 24}
+        shutil.rmtree(dataset / "images")
+        report = download_images(dataset, [meta], unreachable_limit=4, **run)
+        assert report.aborted_unreachable and report.counts["failed"] >= 4 and report.not_done > 0
+    finally:
+        server.close()
+
+
+def test_local_images_are_stored_even_when_the_network_is_gone(tmp_path, demo_images):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = tmp_path / "photos"
+    root.mkdir()
+    local = [f"L{k}" for k in range(3)]
+    for item, source in zip(local, demo_images):
+        shutil.copy(source, root / f"{item}.jpg")
+    remote = [f"R{k}" for k in range(30)]  # listed first: they fail before any local item is reached
+    meta = write_meta(tmp_path / "meta.jsonl", [(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in remote + local])
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    report = download_images(dataset, [meta], image_root=root, workers=1, timeout=2, retries=0, backoff=0.01,
+                             progress=False, unreachable_limit=5)
+    assert report.aborted_unreachable
+    manifest = load_manifest(dataset)
+    assert all(manifest[i]["status"] == "ok" for i in local)

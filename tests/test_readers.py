@@ -10,7 +10,7 @@ from dataset_converters import ConversionError
 from dataset_converters.issues import BAD_INPUT_REASONS, DROP_REASONS, InputIssues
 from dataset_converters.meta import (ItemMeta, category_token, clean_text, norm_category, parse_meta,
                                      parse_price, read_meta)
-from dataset_converters.fields import MAX_MS, parse_review_time
+from dataset_converters.fields import MAX_MS, clean_id, parse_review_time
 from dataset_converters.records import _parse_review_full, detect_format, has_records, iter_objects, parse_review, \
     read_reviews
 
@@ -237,6 +237,8 @@ PATH_CASES = [
     {"user_id": "U\tX", "parent_asin": "P1", "timestamp": 5},
     {"user_id": "U\x00X", "parent_asin": "P1", "timestamp": 5},
     {"user_id": "U\u2028", "parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U\ud800", "parent_asin": "P1", "timestamp": 5},
+    {"user_id": "U1", "parent_asin": "\udc00P", "timestamp": 5},
     {"parent_asin": "P1", "timestamp": 5},
     {"user_id": "U1", "timestamp": 5},
     {"user_id": "U1", "parent_asin": "P1", "timestamp": 1627679830425},  # ms
@@ -382,3 +384,22 @@ def test_parse_meta_rejects_bad_ids():
     assert parse_meta({"asin": ["x"]}, "m", 1, issues) is None
     assert parse_meta({"parent_asin": " "}, "m", 2, issues) is None
     assert issues.as_counts() == {"bad_id": 1, "missing_id": 1}
+
+
+def test_ids_with_a_lone_surrogate_are_bad(write_records):
+    assert clean_id(" caf\u00e9 \U0001f600 ") == "caf\u00e9 \U0001f600"
+    for bad in ("\ud800", "U\udfff1", " \ud83d "):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            clean_id(bad)
+    # JSON escapes of lone surrogates decode to str values that UTF-8 (and so pyarrow) cannot hold
+    path = write_records("r.jsonl", [
+        '{"user_id": "U\\ud800", "parent_asin": "P1", "timestamp": 1}',
+        '{"user_id": "U2", "parent_asin": "\\udc00", "timestamp": 2}',
+        '{"user_id": "U3", "parent_asin": "P\\ud83d\\ude00", "timestamp": 3}',  # a valid pair: kept
+    ])
+    rows, issues = reviews(path)
+    assert [(r.user, r.item) for r in rows] == [("U3", "P\U0001f600")]
+    assert issues.as_counts() == {"bad_id": 2}
+    meta_issues = InputIssues()
+    assert parse_meta({"parent_asin": "B\ud800", "title": "t"}, "m", 1, meta_issues) is None
+    assert meta_issues.as_counts() == {"bad_id": 1}

@@ -49,6 +49,13 @@ def test_item_text_description_without_title():
     assert item_meta_text(m) == ("Only a description", "title_description")
 
 
+def test_text_sidecar_paths(tmp_path):
+    from dataset_converters.text import ITEM_TEXT_SUFFIX, USER_TEXT_SUFFIX, item_text_path, user_text_path
+
+    assert item_text_path(tmp_path, "ds") == tmp_path / f"ds.{ITEM_TEXT_SUFFIX}" == tmp_path / "ds.item_text.parquet"
+    assert user_text_path(tmp_path, "ds") == tmp_path / f"ds.{USER_TEXT_SUFFIX}" == tmp_path / "ds.user_text.parquet"
+
+
 def test_item_text_needs_reviews():
     assert item_meta_text(None) == ("", None)
     m = parse_meta({"parent_asin": "B3", "store": "s", "title": "  ", "description": [], "features": ["x"]})
@@ -58,6 +65,9 @@ def test_item_text_needs_reviews():
 def test_review_line():
     assert review_line("Great", "Works  well") == "Great. Works well"
     assert review_line("Great!", "Works") == "Great! Works"
+    for end in ".?:;":
+        assert review_line(f"Note{end}", "Works") == f"Note{end} Works"
+    assert review_line("Note,", "Works") == "Note,. Works"
     assert review_line("", "Only text<br /><br />here") == "Only text here"
     assert review_line("Only title", None) == "Only title"
     assert review_line(" ", "") == ""

@@ -18,9 +18,12 @@ def demo(tmp_path_factory):
 def check_timings(timings, stages):
     assert [s["stage"] for s in timings["stages"]] == stages
     assert all(s["seconds"] >= 0 for s in timings["stages"])
-    peaks = [s["peak_rss_mib"] for s in timings["stages"]]
-    assert all(p > 0 for p in peaks) and peaks == sorted(peaks)
-    assert timings["total_seconds"] >= sum(s["seconds"] for s in timings["stages"]) - 0.01
+    assert all(s["peak_rss_mib"] > 0 for s in timings["stages"])
+    total = timings["total_seconds"]
+    staged = sum(s["seconds"] for s in timings["stages"])
+    assert all(s["seconds"] <= total + 0.001 for s in timings["stages"])  # 0.001: rounding to milliseconds
+    # the stages cover the run: what lies outside them is at most 10% of the total (or a few milliseconds)
+    assert staged <= total + 0.01 and total - staged <= max(0.1 * total, 0.02), (staged, total)
 
 
 @pytest.mark.parametrize("sidecars", [True, False])

@@ -45,3 +45,16 @@ def shared_data():
     if not root.is_dir():
         pytest.skip(f"real Amazon data not found at {root} (set RECBOLE_MM_SHARED_DATA to its folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_file(shared_data):
+    """``shared_file("folder/file")``: a file of the real Amazon data, or skip naming the missing file."""
+
+    def find(relative: str) -> Path:
+        path = shared_data / relative
+        if not path.exists():
+            pytest.skip(f"{path} not found")
+        return path
+
+    return find

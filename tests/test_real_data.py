@@ -1,22 +1,14 @@
 """Conversion of real Amazon slices from ../shared/data (skipped when the folder is absent)."""
 
-import pytest
 
 from dataset_converters import convert
 from dataset_converters.issues import InputIssues
 from dataset_converters.meta import read_meta
 
 
-def need(root, rel):
-    path = root / rel
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def test_beauty_2014_five_core(shared_data, tmp_path):
-    reviews = need(shared_data, "amazon2014-beauty/reviews_Beauty_5.json.gz")
-    meta = need(shared_data, "amazon2014-beauty/meta_Beauty.json.gz")
+def test_beauty_2014_five_core(shared_file, tmp_path):
+    reviews = shared_file("amazon2014-beauty/reviews_Beauty_5.json.gz")
+    meta = shared_file("amazon2014-beauty/meta_Beauty.json.gz")
     res = convert([reviews], meta=[meta], out_dir=tmp_path, dataset="beauty", k_core=5, progress=False)
     assert (res.n_users, res.n_items, res.n_interactions) == (22_363, 12_101, 198_502)
     c = res.stats["counts"]
@@ -31,9 +23,9 @@ def test_beauty_2014_five_core(shared_data, tmp_path):
     assert inter_header == "user_id:token\titem_id:token\ttimestamp:float"  # no ratings in this slice
 
 
-def test_mixed_2023(shared_data, tmp_path):
-    reviews = need(shared_data, "amazon2023-mixed/reviews.jsonl.gz")
-    meta = need(shared_data, "amazon2023-mixed/meta.jsonl.gz")
+def test_mixed_2023(shared_file, tmp_path):
+    reviews = shared_file("amazon2023-mixed/reviews.jsonl.gz")
+    meta = shared_file("amazon2023-mixed/meta.jsonl.gz")
     res = convert([reviews], meta=[meta], out_dir=tmp_path, dataset="mixed", k_core=1, progress=False)
     c = res.stats["counts"]
     assert c["records_read"] == 2_764 and c["reviews_parsed"] == 2_764
@@ -44,8 +36,8 @@ def test_mixed_2023(shared_data, tmp_path):
     assert res.n_users == 354
 
 
-def test_all_beauty_2018_reviews(shared_data, tmp_path):
-    reviews = need(shared_data, "amazon2018-all-beauty-5/All_Beauty_5.json.gz")
+def test_all_beauty_2018_reviews(shared_file, tmp_path):
+    reviews = shared_file("amazon2018-all-beauty-5/All_Beauty_5.json.gz")
     res = convert([reviews], out_dir=tmp_path, dataset="ab", k_core=0, strict=True, progress=False)
     c = res.stats["counts"]
     assert c["records_read"] == 5_269 and c["records_skipped"] == 0
@@ -54,8 +46,8 @@ def test_all_beauty_2018_reviews(shared_data, tmp_path):
     assert "item" not in res.files
 
 
-def test_meta_hpc_2023(shared_data):
-    path = need(shared_data, "amazon2023-meta-hpc/meta_Health_and_Personal_Care.jsonl")
+def test_meta_hpc_2023(shared_file):
+    path = shared_file("amazon2023-meta-hpc/meta_Health_and_Personal_Care.jsonl")
     issues = InputIssues(strict=True)
     metas = list(read_meta([path], issues))
     assert len(metas) == issues.records_read == 1_714 and issues.total == 0
@@ -65,8 +57,8 @@ def test_meta_hpc_2023(shared_data):
     assert sum(m.average_rating is not None for m in metas) == 1_714
 
 
-def test_meta_gift_cards_2018(shared_data):
-    path = need(shared_data, "amazon2018-gift-cards/meta_Gift_Cards.json")
+def test_meta_gift_cards_2018(shared_file):
+    path = shared_file("amazon2018-gift-cards/meta_Gift_Cards.json")
     issues = InputIssues(strict=True)
     metas = list(read_meta([path], issues))
     assert len(metas) == issues.records_read == 1_547 and issues.total == 0

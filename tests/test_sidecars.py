@@ -189,16 +189,9 @@ def test_images_subcommand_is_wired(capsys):
 # --------------------------------------------------------------------------- real data
 
 
-def need(root, rel):
-    path = root / rel
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def test_mixed_2023_user_texts(shared_data, tmp_path):
-    reviews = need(shared_data, "amazon2023-mixed/reviews.jsonl.gz")
-    meta = need(shared_data, "amazon2023-mixed/meta.jsonl.gz")
+def test_mixed_2023_user_texts(shared_file, tmp_path):
+    reviews = shared_file("amazon2023-mixed/reviews.jsonl.gz")
+    meta = shared_file("amazon2023-mixed/meta.jsonl.gz")
     res = convert([reviews], meta=[meta], out_dir=tmp_path, dataset="mixed", k_core=1, progress=False)
     users = read_user_text(res.files["user_text.parquet"])
     assert len(users) == res.n_users == 354
@@ -210,9 +203,9 @@ def test_mixed_2023_user_texts(shared_data, tmp_path):
     assert (items["source"] != "missing").mean() > 0.9
 
 
-def test_beauty_2014_titles_and_cooccurrence_graph(shared_data, tmp_path):
-    reviews = need(shared_data, "amazon2014-beauty/reviews_Beauty_5.json.gz")
-    meta = need(shared_data, "amazon2014-beauty/meta_Beauty.json.gz")
+def test_beauty_2014_titles_and_cooccurrence_graph(shared_file, tmp_path):
+    reviews = shared_file("amazon2014-beauty/reviews_Beauty_5.json.gz")
+    meta = shared_file("amazon2014-beauty/meta_Beauty.json.gz")
     res = convert([reviews], meta=[meta], out_dir=tmp_path, dataset="beauty", k_core=5, progress=False)
     cov = res.stats["coverage"]
     items = read_item_text(res.files["item_text.parquet"])
@@ -226,8 +219,8 @@ def test_beauty_2014_titles_and_cooccurrence_graph(shared_data, tmp_path):
     assert cov["users"] == 22_363
 
 
-def test_meta_hpc_2023_item_text(shared_data):
-    path = need(shared_data, "amazon2023-meta-hpc/meta_Health_and_Personal_Care.jsonl")
+def test_meta_hpc_2023_item_text(shared_file):
+    path = shared_file("amazon2023-meta-hpc/meta_Health_and_Personal_Care.jsonl")
     metas = list(read_meta([path], InputIssues(strict=True)))
     built = [item_meta_text(m) for m in metas]
     sources = [s for _, s in built]

@@ -40,16 +40,28 @@ lost because the popular item has heavier links). Choosing "both endpoints"
 instead would make the result depend on the popular side only and leave
 many niche items isolated.
 
-**Scale.** Everything is vectorised numpy: the training rows are sorted once
-by user and time (no sort at all when they come in that order, as from the
-split), pairs are generated in chunks of a bounded number of pairs
-(``pair_chunk``), encoded as int64 keys ``a * n_items + b`` (``a < b``),
-counted by sorting and merged into one sorted table of distinct pairs
-(sort merges, amortised: a merge happens when the new pairs reach half the
-table). Memory is about 16 bytes per distinct co-occurring pair (key and
-count), two to three times that during a merge, plus one chunk; the cap is
-then applied item by item in chunks. 2M training interactions of 200k users
-over 20k items (Zipf popularity) take a few seconds.
+**Scale.** Everything is vectorised numpy, and memory does not grow with the
+number of distinct co-occurring pairs. The training rows are sorted once by
+user and time (no sort at all when they come in that order, as from the
+split). The items are then cut into ranges of consecutive indices, each
+holding at most ``pair_budget`` (default :data:`PAIR_BUDGET`, 2**24, about
+16.8M) directed pairs ``x -> y`` with its items as ``x``: the size of each
+range comes from one cheap pass that sums, per item, its window-limited
+partners over its users plus its meta links (an item with more pairs than the
+budget is a range of its own). For each range in turn, only the directed pairs
+whose first item lies in it are generated (in chunks of ``pair_chunk``),
+encoded as int64 keys ``x * n_items + y``, counted by one sort, joined with
+the meta links, and each item's top ``max_neighbors`` are kept; a range holds
+every pair of its items, so each item's ranking is exact. The range is freed
+before the next one, and the kept directed edges (at most ``n_items *
+max_neighbors``) are merged at the end: ``{a, b}`` is kept when ``a -> b`` or
+``b -> a`` was, with the same weight and source either way. Peak memory is at
+most about 35 bytes per pair of the largest range (keys, counts and ranking,
+fewer when pairs repeat) plus the kept edges; time is about that of counting
+every pair twice, plus one sort of the rows by item. 2M training
+interactions of 200k users over 20k items (Zipf popularity) take a few
+seconds. :func:`cooccurrence_counts` (all undirected pairs with their counts,
+as one table) is still available for direct use.
 
 File format: ``<dataset>.item_graph.parquet``
 ---------------------------------------------
@@ -107,6 +119,7 @@ SOURCE_NAMES = {SOURCE_META: "meta", SOURCE_COOC: "cooc", SOURCE_BOTH: "both"}
 FORMAT_VERSION = 1
 
 PAIR_CHUNK = 1 << 22          # pairs generated (and sorted) at a time
+PAIR_BUDGET = 1 << 24         # directed pairs counted at a time by build_item_graph (one partition)
 ROWS_PER_GROUP = 1 << 20      # Parquet rows per row group
 _RANK_CHUNK = 1 << 22         # directed edges ranked at a time by the neighbour cap
 _PACK_LIMIT = 1 << 62         # largest packed sort key; beyond it the slower general sorts are used
@@ -469,7 +482,8 @@ def _cap_mask(a: np.ndarray, b: np.ndarray, w: np.ndarray, n_items: int, k: int)
 def build_item_graph(user, item, part_or_train_mask, n_items: int,
                      meta_pairs: Optional[Tuple[np.ndarray, np.ndarray]] = None, *,
                      max_neighbors: Optional[int] = 50, max_user_items: Optional[int] = 200,
-                     meta_weight: float = 1.0, timestamp=None, pair_chunk: int = PAIR_CHUNK) -> ItemGraph:
+                     meta_weight: float = 1.0, timestamp=None, pair_chunk: int = PAIR_CHUNK,
+                     pair_budget: Optional[int] = None) -> ItemGraph:
     """The item graph of the kept items from training co-occurrence and meta links.
 
     ``user``/``item``: index arrays of the kept interactions; ``part_or_train_mask``:
@@ -479,6 +493,171 @@ def build_item_graph(user, item, part_or_train_mask, n_items: int,
     the sliding window; without it the input order is taken as time order
     (true for the split order of the pipeline). ``max_neighbors=None`` keeps
     every edge, ``max_user_items=None`` uses every pair of every user.
+    ``pair_budget`` (default :data:`PAIR_BUDGET`): directed pairs counted at a
+    time, i.e. the size of one partition of first items (see "Scale" in the
+    module docstring); it changes memory and time, never the result.
+    """
+    n_items = _check_count("n_items", n_items, minimum=0)
+    cap = None if max_neighbors is None else _check_count("max_neighbors", max_neighbors, minimum=1)
+    window = None if max_user_items is None else _check_count("max_user_items", max_user_items, minimum=2)
+    pair_chunk = _check_count("pair_chunk", pair_chunk, minimum=1)
+    budget = _check_count("pair_budget", PAIR_BUDGET if pair_budget is None else pair_budget, minimum=1)
+    meta_weight = float(meta_weight)
+    if not np.isfinite(meta_weight) or meta_weight <= 0:
+        raise ValueError(f"meta_weight must be a number > 0, got {meta_weight!r}")
+    n = max(n_items, 1)
+    u, it = _train_rows(user, item, part_or_train_mask, n_items, timestamp)
+    # per row: the partners after it (fwd) and before it (bwd) of the same user, window-limited
+    rows = len(u)
+    if rows:
+        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+        sizes = np.diff(np.r_[starts, rows])
+        bwd = np.arange(rows, dtype=np.int64) - np.repeat(starts, sizes)
+        fwd = np.repeat(sizes, sizes) - 1 - bwd
+        del starts, sizes
+        if window is not None:
+            np.minimum(fwd, window - 1, out=fwd)
+            np.minimum(bwd, window - 1, out=bwd)
+    else:
+        fwd = bwd = np.zeros(0, dtype=np.int64)
+    del u
+    # meta links in both directions, sorted by (first, second)
+    if meta_pairs is not None:
+        ma, mb = _normalise_pairs(meta_pairs[0], meta_pairs[1], n)
+        mk = np.concatenate((ma.astype(np.int64) * n + mb, mb.astype(np.int64) * n + ma))
+        del ma, mb
+        mk.sort()
+    else:
+        mk = np.zeros(0, dtype=np.int64)
+    # directed pairs per first item: sum over its rows of fwd + bwd, plus its meta links
+    load = np.bincount(it, weights=fwd + bwd, minlength=n)
+    load += np.bincount(mk // n, minlength=n)
+    cum = np.cumsum(load)
+    del load
+    by_item = stable_order(it, n)  # the rows of a range of items are one slice of it
+    item_ptr = np.searchsorted(it[by_item], np.arange(n + 1))
+    kept: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    lo = 0
+    while lo < n_items:
+        hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + budget, side="right"))
+        hi = min(max(hi, lo + 1), n_items)  # one item's pairs may exceed the budget on their own
+        sel = by_item[item_ptr[lo]:item_ptr[hi]]
+        kept.append(_partition_edges(it, fwd, bwd, sel, mk, lo, hi, n, cap, meta_weight, pair_chunk))
+        lo = hi
+    del it, fwd, bwd, mk, cum, by_item, item_ptr
+    # symmetrise: {a, b} is kept when a -> b or b -> a was; both sides carry the same weight and source
+    keys = np.concatenate([np.zeros(0, dtype=np.int64)] + [k for k, _, _ in kept])
+    weight = np.concatenate([np.zeros(0, dtype=np.float32)] + [w for _, w, _ in kept])
+    source = np.concatenate([np.zeros(0, dtype=np.int8)] + [s for _, _, s in kept])
+    del kept
+    if len(keys):
+        order = stable_order(keys, n * n)
+        keys, weight, source = keys[order], weight[order], source[order]
+        del order
+        first = np.r_[True, keys[1:] != keys[:-1]]
+        if not first.all():
+            keys, weight, source = keys[first], weight[first], source[first]
+        del first
+    a = (keys // n).astype(np.int32)
+    b = (keys % n).astype(np.int32)
+    del keys
+    return _both_directions(a, b, weight, source, n_items)
+
+
+def _partition_edges(it, fwd, bwd, sel, mk, lo: int, hi: int, n: int, cap: Optional[int], meta_weight: float,
+                     pair_chunk: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept directed edges ``x -> y`` with first item ``x`` in ``lo..hi-1``.
+
+    Counts every directed pair of those first items (co-occurrence and meta),
+    ranks each first item's neighbours (weight desc, then neighbour index) and
+    keeps its top ``cap``. ``sel``: the rows whose item is in the range. Returns ``(key, weight, source)``: the undirected
+    key ``min * n + max`` (int64), the weight (float32) and the source (int8).
+    """
+    m = fwd[sel] + bwd[sel]
+    total = int(m.sum())
+    keys = np.empty(total, dtype=np.int64)
+    cum = np.cumsum(m)
+    r0, done = 0, 0
+    while done < total:
+        r1 = int(np.searchsorted(cum, done + pair_chunk, side="right"))
+        r1 = max(r1, r0 + 1)
+        rows, mm = sel[r0:r1], m[r0:r1]
+        tot = int(cum[r1 - 1] - done)
+        if tot:
+            first = np.repeat(rows, mm)
+            j = np.arange(tot, dtype=np.int64) - np.repeat(np.cumsum(mm) - mm, mm)  # 0..m-1 within a row
+            f = np.repeat(fwd[rows], mm)
+            # j < f: the (j+1)-th row after; else the (j-f+1)-th row before
+            other = np.where(j < f, first + j + 1, first - (j - f + 1))
+            del j, f
+            out = keys[done:done + tot]
+            np.multiply(it[first], n, out=out)
+            out += it[other]
+            del first, other, out
+        done = int(cum[r1 - 1])
+        r0 = r1
+    del sel, m, cum
+    keys.sort()
+    if len(keys):
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        keys = keys[starts]
+        counts = np.diff(np.append(starts, total)).astype(np.int32)
+        del starts
+    else:
+        counts = np.zeros(0, dtype=np.int32)
+    m0, m1 = np.searchsorted(mk, [lo * n, hi * n])
+    pk = mk[m0:m1]
+    if len(pk) == 0:
+        weight = counts.astype(np.float64)
+        source = np.full(len(keys), SOURCE_COOC, dtype=np.int8)
+    else:
+        ck = keys
+        keys = _sorted_union(ck, pk)
+        weight = np.zeros(len(keys), dtype=np.float64)
+        source = np.zeros(len(keys), dtype=np.int8)
+        pos = np.searchsorted(keys, ck)
+        weight[pos] = counts
+        source[pos] = SOURCE_COOC
+        pos = np.searchsorted(keys, pk)
+        weight[pos] += meta_weight
+        source[pos] += SOURCE_META
+        del ck, pos
+    del counts, pk
+    x = (keys // n).astype(np.int32)
+    y = (keys % n).astype(np.int32)
+    del keys
+    if cap is not None and len(x):
+        deg = np.bincount(x - lo, minlength=hi - lo)
+        heavy = np.flatnonzero(deg[x - lo] > cap)  # an item with at most cap neighbours keeps them all
+        if len(heavy):
+            wr, n_ranks = _weight_rank(weight[heavy])
+            hx = x[heavy].astype(np.int64) - lo
+            if (hi - lo) * n_ranks <= _PACK_LIMIT:  # stable: equal weights keep the neighbour order
+                order = stable_order(hx * n_ranks + wr, (hi - lo) * n_ranks)
+            else:
+                order = np.lexsort((y[heavy], wr, hx))
+            del wr
+            hx = hx[order]
+            group = np.flatnonzero(np.r_[True, hx[1:] != hx[:-1]])
+            rank = np.arange(len(hx)) - np.repeat(group, np.diff(np.r_[group, len(hx)]))
+            keep = np.ones(len(x), dtype=bool)
+            keep[heavy] = False
+            keep[heavy[order[rank < cap]]] = True
+            del hx, group, rank, order, heavy
+            x, y, weight, source = x[keep], y[keep], weight[keep], source[keep]
+            del keep
+    key = np.minimum(x, y).astype(np.int64) * n + np.maximum(x, y)
+    return key, weight.astype(np.float32), source
+
+
+def _build_item_graph_full(user, item, part_or_train_mask, n_items: int,
+                     meta_pairs: Optional[Tuple[np.ndarray, np.ndarray]] = None, *,
+                     max_neighbors: Optional[int] = 50, max_user_items: Optional[int] = 200,
+                     meta_weight: float = 1.0, timestamp=None, pair_chunk: int = PAIR_CHUNK) -> ItemGraph:
+    """:func:`build_item_graph` by materialising every distinct co-occurring pair first.
+
+    Memory grows with the number of distinct pairs; kept as the plain reference that the
+    partitioned builder is checked against (same arguments, same result).
     """
     n_items = _check_count("n_items", n_items, minimum=0)
     cap = None if max_neighbors is None else _check_count("max_neighbors", max_neighbors, minimum=1)

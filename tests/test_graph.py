@@ -476,3 +476,61 @@ def test_real_2018_gift_cards_meta(tmp_path):
     assert stats["edges_meta"] == g.n_edges > 0 and stats["items"] == len(ids)
     g2, ids2 = read_item_graph(out)
     assert ids2 == ids and np.array_equal(g2.dst, g.dst)
+
+
+# ----------------------------------------------------------------------------- partitioned builder
+
+def _same_graph(g: ItemGraph, ref: ItemGraph):
+    assert g.n_items == ref.n_items
+    for f in ("src", "dst", "weight", "source"):
+        assert getattr(g, f).dtype == getattr(ref, f).dtype, f
+        assert np.array_equal(getattr(g, f), getattr(ref, f)), f
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("budget", [1, 17, 150, 10**9])  # one item a partition .. everything in one
+@pytest.mark.parametrize("chunk", [1, 5, graph_mod.PAIR_CHUNK])
+def test_partitioned_build_equals_full_materialisation(seed, budget, chunk):
+    rng = np.random.default_rng(seed)
+    n_items = int(rng.integers(5, 40))
+    user, item, ts, part = random_data(seed, n_users=int(rng.integers(5, 60)), n_items=n_items, n_rows=600)
+    ma, mb = rng.integers(0, n_items, 60), rng.integers(0, n_items, 60)
+    k = [1, 3, None][seed % 3]
+    window = [None, 3, 6][(seed + 1) % 3]
+    for meta, mw in (((ma, mb), 0.5), ((ma, mb), 1.0), (None, 1.0)):
+        kw = dict(max_neighbors=k, max_user_items=window, meta_weight=mw, timestamp=ts, pair_chunk=chunk)
+        ref = graph_mod._build_item_graph_full(user, item, part, n_items + 3, meta, **kw)
+        g = build_item_graph(user, item, part, n_items + 3, meta, pair_budget=budget, **kw)
+        _same_graph(g, ref)
+    check_symmetric(g)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_partitioned_build_on_a_skewed_workload(packed, monkeypatch):
+    if not packed:
+        monkeypatch.setattr(graph_mod, "_PACK_LIMIT", 0)
+    rng = np.random.default_rng(21)
+    n_users, n_items = 3000, 400
+    lens = np.minimum(rng.geometric(0.15, n_users), 60)
+    lens[:3] = 300  # heavy users: sliding window
+    user = np.repeat(np.arange(n_users, dtype=np.int32), lens)
+    p = 1 / (np.arange(n_items) + 5.0)
+    item = rng.permutation(n_items)[rng.choice(n_items, len(user), p=p / p.sum())].astype(np.int32)
+    ts = rng.integers(0, 50, len(user))
+    part = rng.choice([TRAIN, TRAIN, TRAIN, VALID, TEST], len(user)).astype(np.int8)
+    meta = (rng.integers(0, n_items, 500), rng.integers(0, n_items, 500))
+    kw = dict(max_neighbors=5, max_user_items=20, timestamp=ts, meta_weight=1.0)
+    ref = graph_mod._build_item_graph_full(user, item, part, n_items, meta, **kw)
+    for budget, chunk in ((1000, 777), (25_000, 1 << 12), (None, graph_mod.PAIR_CHUNK)):
+        g = build_item_graph(user, item, part, n_items, meta, pair_budget=budget, pair_chunk=chunk, **kw)
+        _same_graph(g, ref)
+    assert ref.degree().max() > 5 and ref.n_edges > 1000
+
+
+def test_partitioned_build_empty_and_bad_budget():
+    empty = np.zeros(0, np.int32)
+    for n_items in (0, 1, 4):
+        g = build_item_graph(empty, empty, np.zeros(0, np.int8), n_items, pair_budget=1)
+        _same_graph(g, graph_mod._build_item_graph_full(empty, empty, np.zeros(0, np.int8), n_items))
+    with pytest.raises(ValueError, match="pair_budget"):
+        build_item_graph(empty, empty, np.zeros(0, np.int8), 4, pair_budget=0)

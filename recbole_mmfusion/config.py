@@ -96,11 +96,13 @@ class MMConfig(Config):
         dataset (str): the dataset name; its files live in ``<data_path>/<dataset>/``.
         config_file_list (list of str, optional): YAML files applied after the properties, in order.
         config_dict (dict, optional): overrides applied last (the command line's ``--key=value``).
-        check_keys (bool): reject keys that neither RecBole nor the plugin reads (default: ``True``).
+        check_keys (bool): reject keys that neither RecBole nor the plugin reads (default: ``True``); the config
+            key ``check_config_keys: False`` (in a config file or the overrides) turns the check off too.
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, *, check_keys=True):
         self._check_keys = check_keys
+        self._key_sources: list[tuple[dict, str]] = []
         if isinstance(model, str):
             model = get_model(model)
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
@@ -109,15 +111,21 @@ class MMConfig(Config):
         file_config_dict = {}
         for file in file_list or []:
             content = load_yaml_file(file, loader=self.yaml_loader)
-            if self._check_keys:
-                check_keys(content, str(file))
+            self._key_sources.append((content, str(file)))
             file_config_dict.update(content)
         return file_config_dict
 
     def _load_variable_config_dict(self, config_dict):
-        if config_dict and self._check_keys:
-            check_keys(config_dict, "the overrides")
+        if config_dict:
+            self._key_sources.append((config_dict, "the overrides"))
         return super()._load_variable_config_dict(config_dict)
+
+    def _merge_external_config_dict(self):
+        super()._merge_external_config_dict()
+        # a model of your own may read keys no YAML here declares: check_config_keys: False lets them through
+        if self._check_keys and self.external_config_dict.get("check_config_keys", True) is not False:
+            for content, source in self._key_sources:
+                check_keys(content, source)
 
     def _load_cmd_line(self):
         return {}

@@ -102,3 +102,15 @@ def test_registered_plugin_model_shadows_recbole(monkeypatch):
     assert get_model("BPR") is Bpr
     monkeypatch.setattr(registry, "_registered", {})
     assert get_model("BPR") is BPR
+
+
+def test_key_check_can_be_turned_off_for_models_of_your_own(root, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("my_new_hyperparameter: 3\ncheck_config_keys: False\n")
+    config = MMConfig("BPR", "tiny", config_file_list=[str(path)], config_dict=tiny_config_dict(root))
+    assert config["my_new_hyperparameter"] == 3
+    config = MMConfig("BPR", "tiny", config_dict={**tiny_config_dict(root), "my_knob": "2",
+                                                 "check_config_keys": "False"})
+    assert config["my_knob"] == 2
+    with pytest.raises(ConfigError, match="my_knob"):
+        MMConfig("BPR", "tiny", config_dict={**tiny_config_dict(root), "my_knob": "2"})

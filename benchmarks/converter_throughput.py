@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from reporting import emit
+
 from dataset_converters.demo import generate_demo
 
 MEAN_REVIEWS_PER_USER = 11.0
@@ -73,11 +75,7 @@ def main() -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

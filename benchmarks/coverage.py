@@ -12,7 +12,6 @@ from the local photo folder) or an image URL (HPC; the URLs point to the interne
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -20,6 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from reporting import emit
 
 from dataset_converters import convert
 from dataset_converters.demo import generate_demo
@@ -86,11 +87,7 @@ def main() -> int:
                               work))
     else:
         logging.warning("%s not found: only the demo is measured", SHARED)
-    text = json.dumps(rows, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(rows, args.out)
     return 0
 
 

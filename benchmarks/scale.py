@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from reporting import emit
+
 ELECTRONICS = {"reviews": 43_900_000, "users": 18_300_000, "items": 1_600_000}
 T0_MS, T1_MS = 1_420_070_400_000, 1_693_526_400_000  # 2015-01-01 .. 2023-09-01 UTC
 MAX_PER_USER = 2000
@@ -296,10 +298,7 @@ def main() -> int:
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)},
     }
     report["projection"] = project(report, args.results)
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"scale-{args.reviews}.json").write_text(text + "\n")
+    emit(report, args.results / f"scale-{args.reviews}.json")
     return 0
 
 

@@ -284,6 +284,21 @@ def _no_stage(name: str) -> ContextManager:
     return nullcontext()
 
 
+def _grouped_texts(buckets, entities: np.ndarray, per_bucket: int, owner: np.ndarray, rows: np.ndarray):
+    """For each entity in output order: ``(entity, its picked rows, the texts of its bucket)``.
+
+    ``rows`` are the picked interaction rows sorted by their owner (``owner[rows]`` ascending); entity ``e``'s
+    rows are the run of ``rows`` whose owner is ``e``. Buckets are loaded one at a time, in order.
+    """
+    keys = owner[rows]
+    for b in range(buckets.k):
+        texts = buckets.load(b)
+        ent = entities[b * per_bucket:(b + 1) * per_bucket]
+        lo, hi = np.searchsorted(keys, ent, "left"), np.searchsorted(keys, ent, "right")
+        for e, a, z in zip(ent.tolist(), lo.tolist(), hi.tolist()):
+            yield e, rows[a:z], texts
+
+
 def write_sidecars(folder: Path, dataset: str, *, review_paths: Sequence[Path], cat_filter,
                    user: np.ndarray, item: np.ndarray, ts: np.ndarray, user_ids: Sequence[str],
                    item_ids: Sequence[str], order: np.ndarray, part: np.ndarray,
@@ -331,39 +346,30 @@ def write_sidecars(folder: Path, dataset: str, *, review_paths: Sequence[Path], 
 
             # users
             n_users_with_text = n_user_reviews = 0
-            ug = user[u_rows]  # sorted by user index
             path = folder / f"{dataset}.{USER_TEXT_SUFFIX}"
             with ParquetRows(path, user_text_schema()) as out:
-                for b in range(u_buckets.k):
-                    texts = u_buckets.load(b)
-                    ent = users[b * u_per:(b + 1) * u_per]
-                    lo, hi = np.searchsorted(ug, ent, "left"), np.searchsorted(ug, ent, "right")
-                    for u, a, z in zip(ent.tolist(), lo.tolist(), hi.tolist()):
-                        doc, k = join_reviews([texts.get(x, "") for x in u_rows[a:z].tolist()])
-                        out.add(user_ids[u], doc, k, REVIEWS if k else MISSING)
-                        if k:
-                            n_users_with_text += 1
-                            n_user_reviews += k
+                for u, rows, texts in _grouped_texts(u_buckets, users, u_per, user, u_rows):
+                    doc, k = join_reviews([texts.get(x, "") for x in rows.tolist()])
+                    out.add(user_ids[u], doc, k, REVIEWS if k else MISSING)
+                    if k:
+                        n_users_with_text += 1
+                        n_user_reviews += k
             res.files[USER_TEXT_SUFFIX] = path
 
             # items
             sources = dict.fromkeys(ITEM_SOURCES, 0)
-            ig = item[i_rows]  # sorted by item index
             src = meta.source if meta is not None else np.zeros(len(item_ids), np.int8)
             path = folder / f"{dataset}.{ITEM_TEXT_SUFFIX}"
             with ParquetRows(path, item_text_schema()) as out:
-                for b in range(i_buckets.k):
-                    texts = i_buckets.load(b)
-                    ent = items[b * i_per:(b + 1) * i_per]
-                    lo, hi = np.searchsorted(ig, ent, "left"), np.searchsorted(ig, ent, "right")
-                    for i, code, a, z in zip(ent.tolist(), src[ent].tolist(), lo.tolist(), hi.tolist()):
-                        if code != _NO_SOURCE:
-                            doc, source = meta.text(i), TITLE_DESCRIPTION if code == _SRC_TITLE_DESCRIPTION else TITLE
-                        else:  # most recent first
-                            doc, k = join_reviews([texts.get(x, "") for x in i_rows[a:z][::-1].tolist()])
-                            source = REVIEWS if k else MISSING
-                        out.add(item_ids[i], doc, source)
-                        sources[source] += 1
+                for i, rows, texts in _grouped_texts(i_buckets, items, i_per, item, i_rows):
+                    code = src[i]
+                    if code != _NO_SOURCE:
+                        doc, source = meta.text(i), TITLE_DESCRIPTION if code == _SRC_TITLE_DESCRIPTION else TITLE
+                    else:  # most recent first
+                        doc, k = join_reviews([texts.get(x, "") for x in rows[::-1].tolist()])
+                        source = REVIEWS if k else MISSING
+                    out.add(item_ids[i], doc, source)
+                    sources[source] += 1
             res.files[ITEM_TEXT_SUFFIX] = path
         finally:
             u_buckets.close()

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import io
 import json
 import logging
@@ -553,6 +554,8 @@ def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers
     pending = set()
     todo = iter(jobs)
     streak, last_unreachable, aborted = 0, None, False
+    submitted: Dict[object, int] = {}  # future -> submission number
+    sequence = itertools.count()
 
     def finished(fut) -> bool:
         return fut.done() and not fut.cancelled() and fut.exception() is None and fut.result() is not None
@@ -582,11 +585,14 @@ def _run(ids, urls, local, journal: _Journal, images_dir, fetcher, size, workers
                             job = next(todo, None)
                             if job is None:
                                 break
-                            pending.add(pool.submit(worker, job))
+                            fut = pool.submit(worker, job)
+                            submitted[fut] = next(sequence)
+                            pending.add(fut)
                         if not pending:
                             break
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
+                        # in submission order, so "in a row" means consecutive items, not a set's iteration order
+                        for fut in sorted(done, key=submitted.pop):
                             result = fut.result()
                             if result is None:
                                 continue

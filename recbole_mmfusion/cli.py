@@ -56,6 +56,9 @@ def _print_results(record: dict) -> None:
     if record.get("seconds_per_epoch") is not None:
         print(f"  {record['epochs_trained']} epochs, {record['seconds_per_epoch']:.2f} s per epoch, "
               f"{record['total_seconds']:.1f} s in all")
+    for side, weights in (record.get("attention") or {}).items():
+        shares = ", ".join(f"{name} {weight:.3f}" for name, weight in weights.items())
+        print(f"  mean attention over {side}: {shares}")
     print(f"  results: {record['results_file']}")
 
 

@@ -150,6 +150,11 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> 
         "device": str(config["device"]),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    attention_summary = getattr(net, "attention_summary", None)
+    if callable(attention_summary):
+        record["attention"] = attention_summary()
+    if getattr(net, "feature_stats", None):
+        record["feature_stats"] = net.feature_stats
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_path = Path(config["results_dir"] or "results") / config["dataset"] / f"{config['model']}-{stamp}.json"
     write_json_atomic(results_path, record)

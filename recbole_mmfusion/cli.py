@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import recbole_mmfusion  # noqa: F401  (applies the RecBole compatibility patches)
     from recbole_mmfusion.config import ConfigError
     from recbole_mmfusion.datasets import DatasetNotFoundError
+    from recbole_mmfusion.modalities import FeatureFileError
     from recbole_mmfusion.quick_start import run
     from recbole_mmfusion.registry import UnknownModelError
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         config_files = [f for f in args.config_files.replace(",", " ").split() if f]
         record = run(args.model, args.dataset, config_file_list=config_files, config_dict=overrides,
                      saved=not args.no_save)
-    except (ConfigError, DatasetNotFoundError, UnknownModelError, ConversionError) as exc:
+    except (ConfigError, DatasetNotFoundError, UnknownModelError, ConversionError, FeatureFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -68,8 +68,16 @@ def config_modalities(config) -> set[str]:
     return names
 
 
-def _missing_sidecar(path: Path, modality: str) -> FileNotFoundError:
-    return FileNotFoundError(
+class FeatureFileError(ValueError):
+    """A sidecar or feature file that is missing or does not fit the dataset; the message names the file."""
+
+
+class MissingSidecarError(FeatureFileError, FileNotFoundError):
+    """A sidecar a modality needs is not there."""
+
+
+def _missing_sidecar(path: Path, modality: str) -> MissingSidecarError:
+    return MissingSidecarError(
         f"{path} not found: the {modality} modality needs this sidecar. Build it by converting the raw files "
         f"with its sidecars (python -m dataset_converters convert --reviews ... --meta ... --dataset "
         f"{path.parent.name} --out {path.parent.parent}), or leave '{modality}' out of 'modalities'.")
@@ -97,7 +105,7 @@ def _text_column(path: Path, key: str, tokens: np.ndarray, token2id: dict, what:
     seen, unknown = set(), 0
     for raw, text in zip(ids, texts):
         if raw in seen:
-            raise ValueError(f"{path}: {key} {raw!r} appears more than once")
+            raise FeatureFileError(f"{path}: {key} {raw!r} appears more than once")
         seen.add(raw)
         index = token2id.get(raw)
         if index is None or index == 0:
@@ -243,15 +251,15 @@ def _read_id_map(path: Path) -> list[str]:
     rows = list(csv.DictReader(lines, delimiter=delimiter))
     others = [c for c in columns if c != "itemID"]
     if len(others) != 1:
-        raise ValueError(f"{path}: expected itemID and one raw-id column, found {columns}")
+        raise FeatureFileError(f"{path}: expected itemID and one raw-id column, found {columns}")
     ids: list[Optional[str]] = [None] * len(rows)
     for line, row in enumerate(rows, start=2):
         try:
             index = int(row["itemID"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path}:{line}: itemID {row['itemID']!r} is not an integer") from None
+            raise FeatureFileError(f"{path}:{line}: itemID {row['itemID']!r} is not an integer") from None
         if not 0 <= index < len(rows) or ids[index] is not None:
-            raise ValueError(f"{path}:{line}: itemID {index} is out of range or repeated")
+            raise FeatureFileError(f"{path}:{line}: itemID {index} is out of range or repeated")
         ids[index] = row[others[0]].strip()
     return ids
 
@@ -261,17 +269,26 @@ def load_precomputed(path_npy, item_ids_path, dataset) -> tuple[torch.Tensor, to
 
     Returns ``(features float32 [n_items, d], mask bool [n_items])``; items without a row are zero and masked.
     """
+    if not item_ids_path:
+        raise FeatureFileError(f"{path_npy}: precomputed features need precomputed_item_ids, the raw item id of "
+                               "each row")
     path_npy, item_ids_path = Path(path_npy), Path(item_ids_path)
-    array = np.load(path_npy, mmap_mode="r")
+    for path in (path_npy, item_ids_path):
+        if not path.is_file():
+            raise FeatureFileError(f"{path}: no such file")
+    try:
+        array = np.load(path_npy, mmap_mode="r")
+    except ValueError as exc:
+        raise FeatureFileError(f"{path_npy}: not a .npy array ({exc})") from None
     if array.ndim != 2:
-        raise ValueError(f"{path_npy}: expected a 2-D array [items, dim], got shape {tuple(array.shape)}")
+        raise FeatureFileError(f"{path_npy}: expected a 2-D array [items, dim], got shape {tuple(array.shape)}")
     raw_ids = _read_id_map(item_ids_path)
     if len(raw_ids) != array.shape[0]:
-        raise ValueError(f"{path_npy} has {array.shape[0]} rows but {item_ids_path} lists {len(raw_ids)} item ids")
+        raise FeatureFileError(f"{path_npy} has {array.shape[0]} rows but {item_ids_path} lists {len(raw_ids)} item ids")
     row_of: dict[str, int] = {}
     for row, raw in enumerate(raw_ids):
         if raw in row_of:
-            raise ValueError(f"{item_ids_path}: item id {raw!r} appears twice (rows {row_of[raw]} and {row})")
+            raise FeatureFileError(f"{item_ids_path}: item id {raw!r} appears twice (rows {row_of[raw]} and {row})")
         row_of[raw] = row
     tokens = np.asarray(dataset.field2id_token[dataset.iid_field]).astype(str)
     internal = [(index, row_of[raw]) for index, raw in enumerate(tokens) if index and raw in row_of]
@@ -283,7 +300,7 @@ def load_precomputed(path_npy, item_ids_path, dataset) -> tuple[torch.Tensor, to
         bad = ~np.isfinite(values).all(axis=1)
         if bad.any():
             row = int(rows[np.flatnonzero(bad)[0]])
-            raise ValueError(f"{path_npy}: row {row} (item {raw_ids[row]!r}) holds NaN or infinite values")
+            raise FeatureFileError(f"{path_npy}: row {row} (item {raw_ids[row]!r}) holds NaN or infinite values")
         feats[index], mask[index] = values, True
     missing = len(tokens) - 1 - int(mask.sum())
     unused = len(raw_ids) - int(mask.sum())

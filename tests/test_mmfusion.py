@@ -204,3 +204,20 @@ def test_yaml_defaults_are_exactly_the_keys_the_model_reads():
                     "learning_rate", "epochs", "reproducibility", "show_progress"}
     assert declared - read == {"learning_rate"}, "YAML keys nothing reads"
     assert read - declared - recbole_keys == set(), "keys read without a default in MMFusion.yaml"
+
+
+def test_a_missing_feature_file_is_a_one_line_error(root, capsys):
+    argv = _argv(root, feature_mode="precomputed", precomputed_text_file=str(root / "nowhere.npy"),
+                 precomputed_image_file=str(root / "nowhere.npy"), precomputed_item_ids=str(root / "ids.txt"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere.npy" in err and "no such file" in err
+
+
+def test_loading_weights_clears_the_evaluation_cache(root):
+    # the trainer loads the best checkpoint before testing; the test must not score with the last epoch's cache
+    _, net, *_ = build("MMFusion", "amazon-demo", config_dict=_overrides(root))
+    users = torch.arange(1, 10)
+    before = _full_scores(net, users)
+    net.load_state_dict({k: v + 0.1 if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    assert not torch.allclose(_full_scores(net, users), before)

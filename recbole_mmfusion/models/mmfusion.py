@@ -30,7 +30,7 @@ from recbole_mmfusion.config import ConfigError
 from recbole_mmfusion.encoders.graph import GraphEncoder, sample_neighbors
 from recbole_mmfusion.fm import FactorizationMachine
 from recbole_mmfusion.fusion import ModalityFusion
-from recbole_mmfusion.modalities import history_csr, load_modality_inputs, load_precomputed
+from recbole_mmfusion.modalities import config_modalities, history_csr, load_modality_inputs, load_precomputed
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ def history_mean(rowptr: torch.Tensor, items: torch.Tensor, features: torch.Tens
     users = torch.repeat_interleave(torch.arange(n_users, device=rowptr.device), rowptr.diff())
     keep = item_mask[items]
     users, items = users[keep], items[keep]
-    total = torch.zeros(n_users, features.shape[1], dtype=features.dtype, device=features.device)
-    total.index_add_(0, users, features[items])
     count = torch.bincount(users, minlength=n_users).to(features.dtype)
-    mask = count > 0
-    return total / count.clamp(min=1).unsqueeze(1), mask
+    # a sparse [U, I] product, not features[items]: that copy would be one d-sized row per interaction
+    weights = torch.sparse_coo_tensor(torch.stack([users, items]), (1.0 / count[users]).to(features.dtype),
+                                      (n_users, features.shape[0]))
+    return torch.sparse.mm(weights, features), count > 0
 
 
 class MMFusion(GeneralRecommender):
@@ -74,10 +74,13 @@ class MMFusion(GeneralRecommender):
         self.feature_mode = config["feature_mode"]
         if self.feature_mode not in FEATURE_MODES:
             raise ConfigError(f"feature_mode must be one of {', '.join(FEATURE_MODES)}, not {self.feature_mode!r}")
-        self.modalities = [m for m in MODALITIES if m in (config["modalities"] or [])]
-        unknown = set(config["modalities"] or []) - set(MODALITIES)
-        if unknown or not self.modalities:
-            raise ConfigError(f"modalities must be a non-empty subset of {list(MODALITIES)}, got {config['modalities']}")
+        try:
+            chosen = config_modalities(config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.modalities = [m for m in MODALITIES if m in chosen]
+        if not self.modalities:
+            raise ConfigError(f"modalities must be a non-empty subset of {list(MODALITIES)}")
         self.user_text_source = config["user_text_source"]
         if self.user_text_source not in USER_TEXT_SOURCES:
             raise ConfigError(f"user_text_source must be one of {', '.join(USER_TEXT_SOURCES)}")
@@ -96,8 +99,11 @@ class MMFusion(GeneralRecommender):
         in_dims = {}
         self.feature_stats = {}
         inputs = None
-        if self.feature_mode != "precomputed" or "graph" in self.modalities:
+        if self.feature_mode != "precomputed":
             inputs = load_modality_inputs(config, dataset)
+        elif "graph" in self.modalities:  # the text and image sidecars are not read: the .npy files replace them
+            inputs = load_modality_inputs({"data_path": config["data_path"], "dataset": config["dataset"],
+                                           "modalities": ["graph"]}, dataset)
         if "text" in self.modalities or "image" in self.modalities:
             in_dims.update(self._init_content(config, dataset, inputs))
         if "graph" in self.modalities:
@@ -160,11 +166,12 @@ class MMFusion(GeneralRecommender):
         self.encode_batch_size = config["encode_batch_size"]
         if "text" in self.modalities:
             ids, att = pretrain.tokenize(tokenizer, inputs.item_text, config["text_max_length"])
-            self.item_tokens, self.item_attention = ids, att
+            # kept on the CPU (batches are moved when encoded), in int32 to halve their memory
+            self.item_tokens, self.item_attention = ids.int(), att.int()
             self.register_buffer("item_text_mask", torch.tensor([bool(t) for t in inputs.item_text]),
                                  persistent=False)
             ids, att = pretrain.tokenize(tokenizer, inputs.user_text, config["text_max_length"])
-            self.user_tokens, self.user_attention = ids, att
+            self.user_tokens, self.user_attention = ids.int(), att.int()
             self.register_buffer("user_review_mask", torch.tensor([bool(t) for t in inputs.user_text]),
                                  persistent=False)
             if self.user_text_source == "items":
@@ -205,16 +212,29 @@ class MMFusion(GeneralRecommender):
         self.register_buffer(f"user_{modality}_mask", mean_mask, persistent=False)
 
     # ------------------------------------------------------------------ end2end encoders
+    def _encode_text(self, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        width = max(int(attention.sum(dim=1).max()), 1)  # pad to this batch's longest text, not the corpus'
+        return self.text_encoder(tokens[:, :width].to(self.device, torch.long),
+                                 attention[:, :width].to(self.device, torch.long))
+
     def _encode_items(self, modality: str, items: torch.Tensor) -> torch.Tensor:
-        """Encode ``items`` with the in-model encoder (gradients flow) and refresh their memory rows."""
-        cpu_items = items.cpu()
-        if modality == "text":
-            out = self.text_encoder(self.item_tokens[cpu_items].to(self.device),
-                                    self.item_attention[cpu_items].to(self.device))
-        else:
-            from recbole_mmfusion.encoders.image import to_float_images
-            out = self.image_encoder(to_float_images(self.item_images[cpu_items].to(self.device)))
-        getattr(self, f"{modality}_memory")[items] = out.detach()
+        """Encode ``items`` with the in-model encoder (gradients flow) and refresh their memory rows.
+
+        Only items that have the modality are encoded; the others get zero rows (their mask is False).
+        """
+        memory = getattr(self, f"{modality}_memory")
+        has = getattr(self, f"item_{modality}_mask")[items]
+        out = torch.zeros(items.numel(), memory.shape[1], device=self.device)
+        present = items[has]
+        if present.numel():
+            cpu_items = present.cpu()
+            if modality == "text":
+                encoded = self._encode_text(self.item_tokens[cpu_items], self.item_attention[cpu_items])
+            else:
+                from recbole_mmfusion.encoders.image import to_float_images
+                encoded = self.image_encoder(to_float_images(self.item_images[cpu_items].to(self.device)))
+            out = out.index_put((has.nonzero().flatten(),), encoded)
+            memory[present] = encoded.detach()
         return out
 
     @torch.no_grad()
@@ -232,7 +252,9 @@ class MMFusion(GeneralRecommender):
 
     def _item_content(self, modality: str, items: torch.Tensor):
         if self.feature_mode == "end2end":
-            return self._encode_items(modality, items), getattr(self, f"item_{modality}_mask")[items]
+            # training encodes the batch's items; evaluation reads the memory refreshed just before it
+            features = self._encode_items(modality, items) if self.training else getattr(self, f"{modality}_memory")[items]
+            return features, getattr(self, f"item_{modality}_mask")[items]
         return getattr(self, f"item_{modality}_feat")[items], getattr(self, f"item_{modality}_mask")[items]
 
     def _user_content(self, modality: str, users: torch.Tensor):
@@ -247,10 +269,10 @@ class MMFusion(GeneralRecommender):
         reviews = self.user_review_mask[users]
         if reviews.any():
             cpu_users = users[reviews].cpu()
-            encoded = self.text_encoder(self.user_tokens[cpu_users].to(self.device),
-                                        self.user_attention[cpu_users].to(self.device))
-            mean = mean.clone()
-            mean[reviews] = encoded
+            step = cpu_users.numel() if self.training else self.encode_batch_size
+            encoded = torch.cat([self._encode_text(self.user_tokens[chunk], self.user_attention[chunk])
+                                 for chunk in cpu_users.split(step)])
+            mean = mean.index_put((reviews.nonzero().flatten(),), encoded)
         if self.user_text_source == "reviews":
             return mean, reviews
         return mean, reviews | mean_mask
@@ -339,6 +361,12 @@ class MMFusion(GeneralRecommender):
         item_bias, item_factors = self.restore_item_parts
         scores = user_bias[user].unsqueeze(1) + item_bias.unsqueeze(0) + user_factors[user] @ item_factors.T
         return scores.view(-1)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # the trainer loads the best checkpoint before testing: representations cached from the last
+        # validation belong to other weights
+        self.restore_user_parts = self.restore_item_parts = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ reporting
     @torch.no_grad()

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from recbole_mmfusion.encoders.image import ImageEncoder
+from recbole_mmfusion.encoders.image import BACKBONES, ImageEncoder
 from recbole_mmfusion.encoders.text import TextEncoder
 from recbole_mmfusion.modalities import ModalityInputs, config_modalities, config_value
 from recbole_mmfusion.pretrain import (cache_key, load_state_dict_file, read_verified_npy, seeded,
@@ -230,6 +230,11 @@ class _Pipeline:
     def image_features(self) -> tuple[np.ndarray, np.ndarray]:
         if "item_image" not in self._arrays and not self._reuse("item_image", "image", self.inputs.item_ids):
             images, mask = self._load_images()
+            if not mask.any():  # nothing to encode: no encoder is built, trained or saved
+                logger.warning("no item has a readable image: the image modality is masked for every item")
+                array = np.zeros((len(images), BACKBONES[self.s["image_backbone"]]), dtype=np.float32)
+                self._arrays["item_image"] = (array, mask.numpy())
+                return self._arrays["item_image"]
             encoder = self.image_encoder(images, mask)
             start = time.perf_counter()
             array = np.zeros((len(images), encoder.out_dim), dtype=np.float32)

@@ -9,7 +9,7 @@ Suites:
     compare   MMFusion (CPU profile) vs LightGCN vs BPR
     ablation  MMFusion (CPU profile): all modalities with pretrained encoders, the same with random-init
               encoders, then text only, image only and graph only (``--no-image`` drops the image variants,
-              for datasets without images)
+              for datasets without images); each with a cap of 400 epochs, so early stopping ends it
 
 Each configuration runs ``run_recbole_mm.py`` in its own process, so the peak RSS reported is that run's own
 (from ``os.wait4``). The report (every run's results JSON plus wall time and peak RSS) goes to
@@ -40,12 +40,15 @@ SUITES = {
         ("BPR", ["--model=BPR"]),
     ],
     "ablation": [
-        ("all, pretrained encoders", ["--model=MMFusion", f"--config_files={CPU_PROFILE}"]),
-        ("all, random-init encoders", ["--model=MMFusion", f"--config_files={CPU_PROFILE}",
+        ("all, pretrained encoders", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--epochs=400"]),
+        ("all, random-init encoders", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--epochs=400",
                                        "--pretrain_encoders=False"]),
-        ("text only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--modalities=['text']"]),
-        ("image only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--modalities=['image']"]),
-        ("graph only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--modalities=['graph']"]),
+        ("text only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--epochs=400",
+                        "--modalities=['text']"]),
+        ("image only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--epochs=400",
+                        "--modalities=['image']"]),
+        ("graph only", ["--model=MMFusion", f"--config_files={CPU_PROFILE}", "--epochs=400",
+                        "--modalities=['graph']"]),
     ],
 }
 
@@ -72,7 +75,8 @@ def markdown(report: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for label, rec in report["runs"].items():
         test = rec["test_result"]
-        pretrain = sum(v for k, v in (rec.get("feature_stats") or {}).items() if k.endswith("_seconds"))
+        stats = rec.get("feature_stats") or {}
+        pretrain = sum(v for k, v in stats.items() if k.endswith("_s") and not k.endswith("_per_s"))
         rows.append(
             f"| {label} | {test['recall@20']:.4f} | {test['ndcg@20']:.4f} | {rec['best_epoch']} "
             f"| {rec['seconds_per_epoch']:.2f} | {rec['test_eval_seconds']:.2f} | {pretrain:.0f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -162,3 +163,14 @@ def test_cache_keys_and_corruption(tiny, tmp_path, caplog):
     assert not torch.equal(changed.item_image, first.item_image)
     with pytest.raises(ValueError, match="user_text_source"):
         cached_features({**config, "user_text_source": "everything"}, inputs)
+
+
+def test_a_dataset_without_images_masks_the_modality_and_trains_no_image_encoder(tiny, tmp_path, caplog):
+    _, _, inputs, _ = tiny
+    bare = dataclasses.replace(inputs, item_image_files=[None] * len(inputs.item_image_files))
+    with caplog.at_level(logging.WARNING):
+        features = cached_features(_config(tiny, tmp_path), bare)
+    assert "no item has a readable image" in caplog.text
+    assert features.item_image.shape == (N_ITEMS + 1, 512) and not features.item_image.any()
+    assert not features.item_image_mask.any()
+    assert "image_encoder" not in features.stats["computed"] and not list(tmp_path.glob("image_encoder-*"))

@@ -75,10 +75,10 @@ def sample_neighbors(rowptr: torch.Tensor, col: torch.Tensor, nodes: torch.Tenso
     offset = torch.arange(total, device=rowptr.device) - seg_start[seg]  # rank of the edge inside its row
     if fanout is None or fanout <= 0 or total == 0 or int(deg.max()) <= fanout:
         return col[start[seg] + offset], seg
-    keys = torch.rand(total, generator=generator, device=rowptr.device)
-    perm = torch.argsort(keys)
-    # a stable sort by segment keeps the random order inside each segment: a uniform shuffle per node
-    perm = perm[torch.sort(seg[perm], stable=True).indices]
+    keys = torch.rand(total, generator=generator, device=rowptr.device, dtype=torch.float64)
+    # one sort on segment + a random fraction: segments stay in order and each is shuffled uniformly
+    # (float64 holds the segment index exactly next to a fraction for any realistic batch)
+    perm = torch.argsort(seg.to(torch.float64) + keys)
     seg, offset = seg[perm], offset[perm]
     rank = torch.arange(total, device=rowptr.device) - seg_start[seg]
     keep = rank < fanout

@@ -64,17 +64,24 @@ def write_sidecars(folder: Path, name: str = "tiny") -> None:
     (images / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(config, training dataset, dataset folder) of a tiny RecBole dataset with every sidecar."""
-    root = tmp_path_factory.mktemp("mm")
+def build_tiny_dataset(root: Path, **config_extra):
+    """``(config, training dataset)`` of a tiny RecBole dataset with every sidecar, written under ``root``."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         write_atomic_dataset(root / "data", n_users=N_USERS, n_items=N_ITEMS, per_user=5)
         write_sidecars(root / "data" / "tiny")
-        config = MMConfig("BPR", "tiny", config_dict=tiny_config_dict(root / "data"), check_keys=False)
+        config = MMConfig("BPR", "tiny", config_dict=tiny_config_dict(root / "data", **config_extra),
+                          check_keys=False)
         train, _, _ = data_preparation(config, create_dataset(config))
-    return config, train._dataset, root / "data" / "tiny"
+    return config, train._dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(config, training dataset, dataset folder) of a tiny RecBole dataset with every sidecar."""
+    root = tmp_path_factory.mktemp("mm")
+    config, dataset = build_tiny_dataset(root)
+    return config, dataset, root / "data" / "tiny"
 
 
 def _as_config(config, **extra):

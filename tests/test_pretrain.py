@@ -11,16 +11,13 @@ import pytest
 import torch
 
 import recbole_mmfusion  # noqa: F401  (applies the RecBole patches)
-from recbole.data import create_dataset, data_preparation
-from recbole_mmfusion.config import MMConfig
 from recbole_mmfusion.encoders.image import ImageEncoder
 from recbole_mmfusion.encoders.text import TextEncoder
 from recbole_mmfusion.modalities import load_modality_inputs
 from recbole_mmfusion.pretrain import (cached_features, encoder_init, pretrain_image_encoder,
                                        pretrain_text_encoder, tokenize, train_or_load_tokenizer)
 
-from atomic_fixtures import tiny_config_dict, write_atomic_dataset
-from test_modalities import BROKEN_IMAGE, N_ITEMS, N_USERS, NO_IMAGE, NO_TEXT, item_words, write_sidecars
+from test_modalities import BROKEN_IMAGE, N_ITEMS, NO_IMAGE, NO_TEXT, N_USERS, build_tiny_dataset, item_words
 
 TINY = dict(modalities=["text", "image", "graph"], text_vocab_size=200, text_dim=32, text_layers=1, text_heads=2,
             text_hidden_dim=64, text_max_length=32, text_dropout=0.1, text_pooling="mean", user_text_source="auto",
@@ -87,13 +84,7 @@ def test_image_text_contrast_loss_decreases():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("pre")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        write_atomic_dataset(root / "data", n_users=N_USERS, n_items=N_ITEMS, per_user=5)
-        write_sidecars(root / "data" / "tiny")
-        config = MMConfig("BPR", "tiny", config_dict=tiny_config_dict(root / "data", **TINY), check_keys=False)
-        train, _, _ = data_preparation(config, create_dataset(config))
-    dataset = train._dataset
+    config, dataset = build_tiny_dataset(root, **TINY)
     return config, dataset, load_modality_inputs(config, dataset), root
 
 

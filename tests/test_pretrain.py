@@ -90,7 +90,7 @@ def tiny(tmp_path_factory):
 
 def _config(tiny, cache, **extra):
     config, _, _, _ = tiny
-    return {"data_path": config["data_path"], "dataset": "tiny", "seed": 2020, "feature_cache_dir": str(cache),
+    return {"data_path": config["data_path"], "dataset": "tiny", "pretrain_seed": 2020, "feature_cache_dir": str(cache),
             **TINY, **extra}
 
 

@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 
 TEXT_KEYS = ("text_vocab_size", "text_dim", "text_layers", "text_heads", "text_hidden_dim", "text_max_length",
              "text_dropout", "pretrain_encoders", "pretrain_batch_size", "text_pretrain_epochs", "text_pretrain_lr",
-             "mlm_probability", "text_pooling", "seed")
+             "mlm_probability", "text_pooling", "pretrain_seed")
 IMAGE_KEYS = ("image_backbone", "image_input_size", "pretrain_encoders", "pretrain_batch_size",
-              "image_pretrain_epochs", "image_pretrain_lr", "contrast_dim", "contrast_temperature", "seed")
+              "image_pretrain_epochs", "image_pretrain_lr", "contrast_dim", "contrast_temperature", "pretrain_seed")
 OTHER_KEYS = ("user_text_source", "encode_batch_size")
 USER_TEXT_SOURCES = ("auto", "reviews", "items")
 
@@ -138,7 +138,7 @@ class _Pipeline:
     def text_encoder(self) -> TextEncoder:
         if self._text_encoder is None:
             s, tokenizer = self.s, self.tokenizer()
-            with seeded(s["seed"]):
+            with seeded(s["pretrain_seed"]):
                 encoder = TextEncoder(vocab_size=len(tokenizer), dim=s["text_dim"], n_layers=s["text_layers"],
                                       n_heads=s["text_heads"], hidden_dim=s["text_hidden_dim"],
                                       max_length=s["text_max_length"], dropout=s["text_dropout"],
@@ -150,7 +150,7 @@ class _Pipeline:
                     run = pretrain_text_encoder(
                         encoder, tokenizer, corpus, epochs=s["text_pretrain_epochs"], lr=s["text_pretrain_lr"],
                         batch_size=s["pretrain_batch_size"], mlm_probability=s["mlm_probability"],
-                        max_length=s["text_max_length"], seed=s["seed"], device=self.device)
+                        max_length=s["text_max_length"], seed=s["pretrain_seed"], device=self.device)
                     self.stats.update(text_pretrain_s=run["seconds"], text_pretrain_losses=run["losses"],
                                       text_pretrain_sequences_per_s=run["sequences_per_s"])
                 torch_save_atomic(path, encoder.state_dict())
@@ -197,7 +197,7 @@ class _Pipeline:
     def image_encoder(self, images=None, image_mask=None) -> ImageEncoder:
         if self._image_encoder is None:
             s = self.s
-            with seeded(s["seed"]):
+            with seeded(s["pretrain_seed"]):
                 encoder = ImageEncoder(backbone=s["image_backbone"])
             path = self.cache_dir / f"image_encoder-{self.keys['image']}.pt"
             if not load_state_dict_file(path, encoder):
@@ -213,7 +213,7 @@ class _Pipeline:
                         encoder, images[pairs], torch.from_numpy(text[pairs.numpy()]),
                         epochs=s["image_pretrain_epochs"], lr=s["image_pretrain_lr"],
                         batch_size=s["pretrain_batch_size"], temperature=s["contrast_temperature"],
-                        contrast_dim=s["contrast_dim"], seed=s["seed"], device=self.device)
+                        contrast_dim=s["contrast_dim"], seed=s["pretrain_seed"], device=self.device)
                     self.stats.update(image_pretrain_s=run["seconds"], image_pretrain_losses=run["losses"],
                                       image_pretrain_images_per_s=run["images_per_s"])
                 torch_save_atomic(path, encoder.state_dict())

@@ -31,7 +31,9 @@ and, unless --no-sidecars, the sidecars built from training data only:
 <dataset>.item_text.parquet (title + description + features, else the item's
 training reviews), <dataset>.user_text.parquet (each user's last training
 reviews) and <dataset>.item_graph.parquet (training co-occurrence + meta
-co-purchase links). Nothing is written unless the whole conversion succeeds.
+co-purchase links). With --cold-item-ratio, a fraction of the kept items is held
+out of training (all their interactions go to test; listed in <dataset>.cold_items).
+Nothing is written unless the whole conversion succeeds.
 """
 
 CONVERT_EPILOG = """\
@@ -40,6 +42,8 @@ examples:
       --meta meta_Beauty.json.gz --dataset amazon-beauty
   python -m dataset_converters convert --reviews All_Beauty.jsonl.gz --meta meta_All_Beauty.jsonl.gz \\
       --dataset all-beauty --k-core 10 --category "Hair Care" --strict
+  python -m dataset_converters convert --reviews reviews.jsonl.gz --meta meta.jsonl.gz \
+      --dataset amazon-demo-cold --cold-item-ratio 0.2 --cold-item-seed 0
 
 exit status: 0 on success, 2 on an input or usage error (message on stderr).
 """
@@ -86,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbours each item keeps in the item graph (default: %(default)s)")
     c.add_argument("--graph-also-view", action="store_true",
                    help="also link items by the meta 'also viewed' lists (2014/2018 meta)")
+    c.add_argument("--cold-item-ratio", type=float, default=0.0, metavar="R",
+                   help="cold-start protocol: hold out round(R * kept items) items, 0 <= R < 1, entirely from "
+                        "training: every interaction with them goes to test (none to train or valid), their meta "
+                        "co-purchase links are left out of the item graph, and they are listed in "
+                        "NAME.cold_items; the k-core is taken before (default: %(default)s, no hold-out)")
+    c.add_argument("--cold-item-seed", type=int, default=0, metavar="S",
+                   help="seed of the draw of the cold items (from the kept items sorted by id) "
+                        "(default: %(default)s)")
     c.set_defaults(func=_cmd_convert)
 
     d = sub.add_parser("demo", help="write a small synthetic dataset in the Amazon 2023 format (reviews, meta, images)",
@@ -133,7 +145,8 @@ def _cmd_convert(args) -> int:
     convert(args.reviews, meta=args.meta, out_dir=args.out, dataset=args.dataset, k_core=args.k_core,
             categories=args.categories, strict=args.strict, progress=not args.no_progress,
             sidecars=not args.no_sidecars, user_text_reviews=args.user_reviews,
-            graph_max_neighbors=args.graph_max_neighbors, graph_also_viewed=args.graph_also_view)
+            graph_max_neighbors=args.graph_max_neighbors, graph_also_viewed=args.graph_also_view,
+            cold_item_ratio=args.cold_item_ratio, cold_item_seed=args.cold_item_seed)
     return 0
 
 

@@ -7,6 +7,8 @@
 3. duplicate (user, item) pairs are dropped, keeping the earliest;
 4. the iterative k-core is taken;
 5. each user's history is split by time (last -> test, second last -> valid);
+   *(only with ``cold_item_ratio``)* then every interaction of the held-out
+   ("cold") items goes to test (see :mod:`.cold`; written to ``.cold_items``);
 6. everything is written into a staging folder, then moved into
    ``<out_dir>/<dataset>/``: ``.inter``, ``.train.inter``, ``.valid.inter``,
    ``.test.inter``, ``.item`` (second meta pass, kept items only), the
@@ -42,6 +44,7 @@ try:
 except ImportError:  # not on Windows
     resource = None
 
+from . import cold as cold_items
 from .atomic import INTER_SUFFIXES, ItemFileWriter, Staging, write_interactions, write_json
 from .filters import CategoryFilter, dedupe, k_core as k_core_filter
 from .interactions import Interactions
@@ -54,7 +57,7 @@ from .text import USER_REVIEWS
 
 log = logging.getLogger("dataset_converters")
 
-OUTPUT_SUFFIXES = INTER_SUFFIXES + ("item",) + SIDECAR_SUFFIXES + ("stats.json",)
+OUTPUT_SUFFIXES = INTER_SUFFIXES + ("item", cold_items.COLD_SUFFIX) + SIDECAR_SUFFIXES + ("stats.json",)
 
 
 @dataclass
@@ -63,8 +66,8 @@ class ConversionResult:
 
     ``files`` maps a file's suffix (``"inter"``, ``"train.inter"``,
     ``"valid.inter"``, ``"test.inter"``, ``"item"``, ``"item_text.parquet"``,
-    ``"user_text.parquet"``, ``"item_graph.parquet"``, ``"stats.json"``) to its
-    path; ``stats`` is the content of ``<dataset>.stats.json``.
+    ``"user_text.parquet"``, ``"item_graph.parquet"``, ``"cold_items"`` (with a
+    cold-item hold-out), ``"stats.json"``) to its path; ``stats`` is the content of ``<dataset>.stats.json``.
     """
 
     dataset: str
@@ -155,6 +158,8 @@ class _Settings:
     user_text_reviews: int = USER_REVIEWS
     graph_max_neighbors: int = 50
     graph_also_viewed: bool = False
+    cold_item_ratio: float = 0.0
+    cold_item_seed: int = 0
 
     @property
     def dest(self) -> Path:
@@ -200,12 +205,14 @@ def _whole(name: str, value, minimum: int) -> int:
 
 
 def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress, sidecars=True,
-                     user_text_reviews=USER_REVIEWS, graph_max_neighbors=50, graph_also_viewed=False) -> _Settings:
+                     user_text_reviews=USER_REVIEWS, graph_max_neighbors=50, graph_also_viewed=False,
+                     cold_item_ratio=0.0, cold_item_seed=0) -> _Settings:
     """Validate every argument and input path before any work is done."""
     dataset = _check_dataset_name(dataset)
     _whole("k_core", k_core, 0)
     _whole("user_text_reviews", user_text_reviews, 1)
     _whole("graph_max_neighbors", graph_max_neighbors, 1)
+    cold_item_ratio, cold_item_seed = cold_items.check_ratio(cold_item_ratio), cold_items.check_seed(cold_item_seed)
     review_paths = check_inputs(_as_list(reviews), "reviews")
     if not review_paths:
         raise ConversionError("no reviews file given")
@@ -223,7 +230,8 @@ def _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict
         if p.exists() and not p.is_dir():
             raise ConversionError(f"output path exists and is not a folder: {p}")
     return _Settings(dataset, review_paths, meta_paths, out_dir, int(k_core), cats, bool(strict), progress,
-                     bool(sidecars), int(user_text_reviews), int(graph_max_neighbors), bool(graph_also_viewed))
+                     bool(sidecars), int(user_text_reviews), int(graph_max_neighbors), bool(graph_also_viewed),
+                     cold_item_ratio, cold_item_seed)
 
 
 def _read(cfg: _Settings, issues: InputIssues, meta_issues: InputIssues, timer: _StageTimer) -> _ReadResult:
@@ -313,7 +321,7 @@ def _write_item_file(staging: Staging, cfg: _Settings, data: _ReadResult, kept: 
 
 
 def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: InputIssues,
-           meta_issues: InputIssues, timer: _StageTimer):
+           meta_issues: InputIssues, timer: _StageTimer, cold: Optional[cold_items.ColdItems] = None):
     """6. write everything into a staging folder, then commit it; ``(files, stats)``."""
     store, rows = data.store, kept.rows
     with_rating = not bool(np.isnan(data.rating[rows]).all())
@@ -325,6 +333,8 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
             item_ids, user_ids = store.item_ids(), store.user_ids()
             sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
                                        kept.order, kept.part, with_rating=with_rating)
+            if cold is not None:
+                cold.write(staging)
             item_columns: List[str] = []
             items_with_meta = 0
             if cfg.meta_paths:
@@ -340,7 +350,9 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
                                   meta=collector, user_reviews=cfg.user_text_reviews,
                                   graph_max_neighbors=cfg.graph_max_neighbors,
                                   graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress,
-                                  stage=timer.stage)
+                                  stage=timer.stage, cold_items=None if cold is None else cold.mask)
+            if cold is not None:
+                cold.meta_edges_dropped = side.cold_meta_edges_dropped
             staging.files.update(side.files)
             coverage = side.coverage
             if collector is not None:
@@ -388,6 +400,9 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
             "split": "per user by time: last -> test, second last -> valid, rest -> train",
             "sidecars": cfg.sidecars,
         }
+        if cold is not None:
+            stats["split"] += "; then every interaction of a cold item (.cold_items) -> test"
+            stats["cold_items"] = cold.stats()
         if coverage is not None:
             stats["coverage"] = coverage
         stats["seconds"] = round(time.perf_counter() - timer.t0, 3)
@@ -429,7 +444,8 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
             out_dir: PathLike = "dataset", dataset: str = "amazon-demo", k_core: int = 5,
             categories: Optional[Sequence[str]] = None, strict: bool = False,
             progress: bool = True, sidecars: bool = True, user_text_reviews: int = USER_REVIEWS,
-            graph_max_neighbors: int = 50, graph_also_viewed: bool = False) -> ConversionResult:
+            graph_max_neighbors: int = 50, graph_also_viewed: bool = False, cold_item_ratio: float = 0.0,
+            cold_item_seed: int = 0) -> ConversionResult:
     """Convert Amazon review (and meta) files into RecBole atomic files.
 
     Writes ``<out_dir>/<dataset>/<dataset>.inter``, ``.train.inter``,
@@ -440,7 +456,12 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     ``.item_graph.parquet`` (training co-occurrence plus the meta co-purchase
     lists, ``also_viewed`` too with ``graph_also_viewed``; at most
     ``graph_max_neighbors`` neighbours of an item's own; format in
-    :mod:`.graph`), and a ``coverage`` block in ``.stats.json``. Raises :class:`ConversionError` (one-line message)
+    :mod:`.graph`), and a ``coverage`` block in ``.stats.json``. With
+    ``cold_item_ratio`` > 0, ``round(cold_item_ratio * items)`` kept items
+    (drawn with ``cold_item_seed``) are held out of training: all their
+    interactions go to test, their meta graph links are dropped, and
+    ``.cold_items`` and a ``cold_items`` stats block are written (see
+    :mod:`.cold`). Raises :class:`ConversionError` (one-line message)
     for a missing or empty input file, for the first bad record when
     ``strict`` is set, and when nothing is left after filtering; in those
     cases nothing is left behind in ``out_dir``. The skipped records are
@@ -449,7 +470,7 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
     t0 = time.perf_counter()
     _ensure_logging()
     cfg = _check_arguments(reviews, meta, out_dir, dataset, k_core, categories, strict, progress, sidecars,
-                           user_text_reviews, graph_max_neighbors, graph_also_viewed)
+                           user_text_reviews, graph_max_neighbors, graph_also_viewed, cold_item_ratio, cold_item_seed)
     issues = InputIssues(strict=cfg.strict, label="review records")
     meta_issues = InputIssues(strict=cfg.strict, label="meta records")
     timer = _StageTimer(t0)
@@ -457,7 +478,11 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
         data = _read(cfg, issues, meta_issues, timer)
         with timer.stage("filter"):
             kept = _filter(data, cfg.k_core)
-        files, stats = _write(cfg, data, kept, issues, meta_issues, timer)
+            cold = None
+            if cfg.cold_item_ratio:
+                kept.part, cold = cold_items.hold_out(data.user, data.item, kept.order, kept.part, kept.kept_item_mask,
+                                                      data.store.item_ids(), cfg.cold_item_ratio, cfg.cold_item_seed)
+        files, stats = _write(cfg, data, kept, issues, meta_issues, timer, cold)
     finally:
         issues.report(log)
         meta_issues.report(log)
@@ -475,6 +500,8 @@ def convert(reviews: Union[PathLike, Sequence[PathLike]], *, meta: Union[PathLik
              if data.cat_filter is not None else "")
     if "coverage" in stats:
         log.info("%s", coverage_line(stats["coverage"]))
+    if cold is not None:
+        log.info("%s", cold.line())
     log.info("written to %s in %.1f s", cfg.dest, stats["seconds"])
     log.info("%s", _StageTimer.line(stats["timings"]))
     return ConversionResult(dataset=cfg.dataset, path=cfg.dest, n_users=counts["users"], n_items=counts["items"],

@@ -266,6 +266,7 @@ def collect_review_texts(review_paths: Sequence[Path], cat_filter, user: np.ndar
 class SidecarResult:
     files: Dict[str, Path] = field(default_factory=dict)
     coverage: dict = field(default_factory=dict)
+    cold_meta_edges_dropped: Optional[int] = None  # meta links of cold items left out (with ``cold_items``)
 
 
 def _ranks(ids: np.ndarray, size: int) -> np.ndarray:
@@ -305,14 +306,17 @@ def write_sidecars(folder: Path, dataset: str, *, review_paths: Sequence[Path], 
                    meta: Optional[MetaCollector], user_reviews: int = 5, graph_max_neighbors: int = 50,
                    graph_also_viewed: bool = False, progress: bool = False,
                    entities_per_bucket: Optional[int] = None,
-                   stage: Optional[Callable[[str], ContextManager]] = None) -> SidecarResult:
+                   stage: Optional[Callable[[str], ContextManager]] = None,
+                   cold_items: Optional[np.ndarray] = None) -> SidecarResult:
     """Write ``<dataset>.item_text.parquet``, ``.user_text.parquet`` and ``.item_graph.parquet`` into ``folder``.
 
     ``user``/``item``/``ts``: the first-pass arrays (one entry per parsed review), ``order``/``part``:
     the kept rows in split order and their part. ``meta``: what the meta pass collected, or None
     without meta files. ``entities_per_bucket`` (default :data:`ENTITIES_PER_BUCKET`): users (items)
     whose review texts are held in memory at a time. ``stage``: called with ``"text"`` and ``"graph"``,
-    returns a context manager around that part (for timings). Returns the files written and the coverage counts.
+    returns a context manager around that part (for timings). ``cold_items``: bool mask by item index of the
+    items held out of training (:mod:`.cold`); ``part`` must already hold their rows in TEST, and their meta
+    co-purchase links are dropped here. Returns the files written and the coverage counts.
     """
     from .graph import build_item_graph, meta_edges, write_item_graph
 
@@ -378,6 +382,10 @@ def write_sidecars(folder: Path, dataset: str, *, review_paths: Sequence[Path], 
     with stage("graph"):
         kept_ids = [item_ids[i] for i in items.tolist()]
         pairs = meta_edges(kept_ids, meta.metas if meta is not None else [], also_viewed=graph_also_viewed)
+        if cold_items is not None:
+            from .cold import drop_cold_pairs
+
+            pairs, res.cold_meta_edges_dropped = drop_cold_pairs(pairs, cold_items[items])
         graph = build_item_graph(user_rank[user[order]], item_rank[item[order]], part == TRAIN, n_items, pairs,
                                  max_neighbors=graph_max_neighbors)
         path = folder / f"{dataset}.{GRAPH_SUFFIX}"

@@ -4,10 +4,17 @@ The dataset YAML says how to build missing files (``dataset_source``): ``demo`` 
 Amazon-2023-format raw files and converts them; ``amazon`` converts the raw Amazon files in ``raw_path``, first
 downloading the missing ones when the YAML names an Amazon Reviews 2023 category (``amazon_category``) and
 ``download`` is true; ``none`` (or no YAML) means the files must be there. Each stage is skipped when its output is
-complete and was made with the current settings (``k_core``, the raw file names, the ``demo_*`` keys): a raw file
+complete and was made with the current settings (``k_core``, ``cold_item_ratio`` / ``cold_item_seed``, the raw file
+names, the ``demo_*`` keys): a raw file
 is downloaded into ``<name>.part`` and renamed only once whole, and the converter writes ``<dataset>.stats.json``
 last, so its presence marks a finished conversion and records how it was made. With ``download_images`` the
 product images are then fetched into ``<data_path>/images/`` (skipped once every kept item is in the manifest).
+
+Cold-item protocol: ``cold_item_ratio`` > 0 holds that fraction of the kept items out of training (every
+interaction with them goes to test; see :mod:`dataset_converters.cold`) and lists them in ``<dataset>.cold_items``,
+read by :func:`cold_items`. Such a variant needs a dataset name of its own, since RecBole reads
+``<data_path>/<dataset>/``; e.g. ``--dataset=amazon-demo-cold --config_files=properties/dataset/amazon-demo.yaml
+--raw_path=dataset/raw/amazon-demo --cold_item_ratio=0.2`` reuses the demo's raw files.
 """
 
 from __future__ import annotations
@@ -161,6 +168,24 @@ def _conversion_stats(config) -> dict | None:
     return _read_json(Path(config["data_path"]) / f"{config['dataset']}.stats.json")
 
 
+def _cold_settings(config) -> tuple[float, int]:
+    """``(cold_item_ratio, cold_item_seed)`` of the config, checked (a :class:`ConfigError` if invalid)."""
+    from dataset_converters import ConversionError
+    from dataset_converters.cold import check_ratio, check_seed
+
+    ratio, seed = config["cold_item_ratio"], config["cold_item_seed"]
+    try:
+        return check_ratio(0.0 if ratio is None else ratio), check_seed(0 if seed is None else seed)
+    except ConversionError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _cold_made(stats: dict) -> tuple[float, int | None]:
+    """``(ratio, seed)`` a conversion was made with; the seed is None (irrelevant) without hold-out."""
+    block = stats.get("cold_items") or {}
+    return (block.get("ratio"), block.get("seed")) if block else (0.0, None)
+
+
 def _up_to_date(config, stats: dict | None, raw: Path) -> bool:
     """Whether a finished conversion was made with this config's converter settings."""
     if stats is None:
@@ -169,6 +194,12 @@ def _up_to_date(config, stats: dict | None, raw: Path) -> bool:
     if stats.get("k_core") != config["k_core"]:
         logger.info("Dataset %s was converted with k_core=%s, the config asks for %s: converting again",
                     config["dataset"], stats.get("k_core"), config["k_core"])
+        return False
+    ratio, seed = _cold_settings(config)
+    made = _cold_made(stats)
+    if made != (ratio, seed if ratio else None):
+        logger.info("Dataset %s was converted with cold_item_ratio=%s, cold_item_seed=%s, the config asks for %s, %s: "
+                    "converting again", config["dataset"], made[0], made[1], ratio, seed)
         return False
     if config["dataset_source"] == "demo" and _read_json(raw / "demo.json") != _demo_params(config):
         logger.info("Dataset %s was generated with other demo_* settings: generating again", config["dataset"])
@@ -207,6 +238,7 @@ def prepare_dataset(config) -> None:
         )
     if source not in ("demo", "amazon"):
         raise ConfigError(f"dataset_source must be demo, amazon or none, not '{source}'")
+    _cold_settings(config)  # a bad value stops the run before any raw file is generated or downloaded
     raw = _raw_path(config)
     if not _up_to_date(config, _conversion_stats(config), raw):
         _convert(config, raw, source)
@@ -220,6 +252,7 @@ def _convert(config, raw: Path, source: str) -> None:
     from dataset_converters import convert
 
     data_path = Path(config["data_path"])
+    ratio, seed = _cold_settings(config)
     logger.info("Converting %s into %s", ", ".join(map(str, reviews)), data_path)
     convert(
         reviews,
@@ -228,7 +261,41 @@ def _convert(config, raw: Path, source: str) -> None:
         dataset=config["dataset"],
         k_core=config["k_core"],
         progress=config["show_progress"],
+        cold_item_ratio=ratio,
+        cold_item_seed=seed,
     )
+
+
+def read_cold_items(folder, dataset: str) -> list[str]:
+    """The raw ids of the items a conversion held out of training (``<folder>/<dataset>.cold_items``), sorted.
+
+    ``folder`` is the dataset's own folder (``config["data_path"]``). Raises :class:`DatasetNotFoundError`, naming the
+    file, when the dataset is not converted (no ``.stats.json``) or was converted without a cold-item hold-out, and
+    when the file does not match the stats (a commit that did not finish).
+    """
+    folder = Path(folder)
+    path, stats_path = folder / f"{dataset}.cold_items", folder / f"{dataset}.stats.json"
+    stats = _read_json(stats_path)
+    if stats is None:
+        raise DatasetNotFoundError(f"cannot read the cold items of '{dataset}': {stats_path} is missing, the dataset "
+                                   f"is not converted (completely)")
+    block = stats.get("cold_items")
+    if not block:
+        raise DatasetNotFoundError(f"{path} not found: dataset '{dataset}' was converted without a cold-item "
+                                   f"hold-out (set cold_item_ratio > 0, under a dataset name of its own)")
+    try:
+        ids = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DatasetNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(ids) != block.get("items"):
+        raise DatasetNotFoundError(f"{path} lists {len(ids)} items, {stats_path.name} says {block.get('items')}: "
+                                   f"convert the dataset again")
+    return ids
+
+
+def cold_items(config) -> list[str]:
+    """The raw ids of the cold (held-out) items of the config's dataset; see :func:`read_cold_items`."""
+    return read_cold_items(config["data_path"], config["dataset"])
 
 
 def _prepare_images(config, raw: Path, source: str) -> None:

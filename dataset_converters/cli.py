@@ -1,4 +1,4 @@
-"""Command line: ``python -m dataset_converters {convert,demo,stats,images} ...``."""
+"""Command line: ``python -m dataset_converters {convert,demo,stats,images,import-mmrec} ...``."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ examples:
       --meta meta_Beauty.json.gz --dataset amazon-beauty
   python -m dataset_converters convert --reviews All_Beauty.jsonl.gz --meta meta_All_Beauty.jsonl.gz \\
       --dataset all-beauty --k-core 10 --category "Hair Care" --strict
-  python -m dataset_converters convert --reviews reviews.jsonl.gz --meta meta.jsonl.gz \
+  python -m dataset_converters convert --reviews reviews.jsonl.gz --meta meta.jsonl.gz \\
       --dataset amazon-demo-cold --cold-item-ratio 0.2 --cold-item-seed 0
 
 exit status: 0 on success, 2 on an input or usage error (message on stderr).
@@ -58,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m dataset_converters", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{convert,demo,stats,images}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{convert,demo,stats,images,import-mmrec}", parser_class=_Parser)
 
     c = sub.add_parser("convert", help="convert review (and item meta) files into <out>/<dataset>/<dataset>.inter, "
                             ".train.inter, .valid.inter, .test.inter, .item, .stats.json and the text and "
@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(i)
     i.set_defaults(func=_cmd_images)
+
+    from .mmrec import add_arguments as add_mmrec_arguments, run as run_mmrec
+
+    m = sub.add_parser("import-mmrec", help="import an MMRec dataset (<ds>.inter with x_label, image_feat.npy, "
+                                            "text_feat.npy) as RecBole atomic files plus a config YAML")
+    add_mmrec_arguments(m)
+    m.set_defaults(func=run_mmrec)
     return p
 
 

@@ -62,3 +62,39 @@ def size_full_sort_batches(config, dataset) -> int | None:
         config["eval_memory_mb"], config["eval_users_per_batch"],
     )
     return users
+
+
+#: ``test_history_mask`` values: the items excluded from a test user's ranking besides ``[PAD]``
+TEST_HISTORY_MASKS = ("train_valid", "train")
+
+
+def apply_test_history_mask(config, test_data, train_dataset) -> str:
+    """Make the test ranking exclude only training items when ``test_history_mask: train``.
+
+    RecBole removes a test user's training *and* validation items from the ranking (``train_valid``, the
+    default). MMRec, whose protocol most published multimodal tables follow, removes only the training items,
+    so a validation item left in the ranking takes a top-k place and counts as a miss. The validation ranking
+    is the same under both (it only ever excludes training items).
+
+    Returns:
+        str: the mask in force.
+    """
+    mode = config["test_history_mask"] or "train_valid"
+    if mode not in TEST_HISTORY_MASKS:
+        raise ConfigError(f"test_history_mask must be one of {', '.join(TEST_HISTORY_MASKS)}, not {mode!r}")
+    if mode == "train_valid" or getattr(test_data, "uid2history_item", None) is None:
+        return mode
+    import numpy as np
+    import torch
+
+    users = np.asarray(train_dataset.inter_feat[train_dataset.uid_field], dtype=np.int64)
+    items = np.asarray(train_dataset.inter_feat[train_dataset.iid_field], dtype=np.int64)
+    order = np.lexsort((items, users))
+    users, items = users[order], items[order]
+    bounds = np.searchsorted(users, np.arange(train_dataset.user_num + 1))
+    history = test_data.uid2history_item
+    for uid in range(len(history)):
+        if history[uid] is not None:
+            history[uid] = torch.from_numpy(np.unique(items[bounds[uid]:bounds[uid + 1]]))
+    logger.info("Test ranking excludes training items only (test_history_mask: train)")
+    return mode

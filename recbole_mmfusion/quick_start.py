@@ -19,7 +19,7 @@ from recbole.utils import get_trainer, init_logger, init_seed
 
 from recbole_mmfusion.config import MMConfig
 from recbole_mmfusion.datasets import prepare_dataset
-from recbole_mmfusion.evaluation import size_full_sort_batches
+from recbole_mmfusion.evaluation import apply_test_history_mask, size_full_sort_batches
 from recbole_mmfusion.fileio import write_json_atomic
 from recbole_mmfusion.registry import get_model
 
@@ -92,6 +92,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     logger.info("%s", data)
     size_full_sort_batches(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    apply_test_history_mask(config, test_data, train_data._dataset)
     init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
     model_class = get_model(config["model"])
     net = model_class(config, train_data._dataset).to(config["device"])
@@ -99,7 +100,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     return config, net, data, train_data, valid_data, test_data
 
 
-def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> dict:
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, on_tested=None) -> dict:
     """Train ``model`` on ``dataset``, evaluate the best checkpoint on the test split, write a results JSON.
 
     Args:
@@ -108,6 +109,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> 
         config_file_list (list of str, optional): YAML files applied over the properties.
         config_dict (dict, optional): overrides applied last.
         saved (bool): save the best checkpoint and evaluate it (default: ``True``).
+        on_tested (callable, optional): called after the test evaluation as ``on_tested(trainer=..., config=...,
+            dataset=..., train_data=..., valid_data=..., test_data=..., record=...)``, with the tested weights
+            still loaded; the dict it returns is added to the record before it is written.
 
     Returns:
         dict: the results record also written to ``<results_dir>/<dataset>/<model>-<time>.json``.
@@ -155,6 +159,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True) -> 
         record["attention"] = attention_summary()
     if getattr(net, "feature_stats", None):
         record["feature_stats"] = net.feature_stats
+    if on_tested is not None:
+        record.update(on_tested(trainer=trainer, config=config, dataset=data, train_data=train_data,
+                                valid_data=valid_data, test_data=test_data, record=record) or {})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_path = Path(config["results_dir"] or "results") / config["dataset"] / f"{config['model']}-{stamp}.json"
     write_json_atomic(results_path, record)
@@ -179,6 +186,7 @@ def load_data_and_model(model_file):
     data = create_dataset(config)
     size_full_sort_batches(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    apply_test_history_mask(config, test_data, train_data._dataset)
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     net.load_state_dict(checkpoint["state_dict"])

@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of several models: runs, per-user metrics, paired tests and the report."""

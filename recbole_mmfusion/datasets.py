@@ -327,3 +327,37 @@ def _prepare_images(config, raw: Path, source: str) -> None:
     report = download_images(data_path, meta, image_root=image_root, size=config["image_size"],
                              workers=config["image_workers"], progress=config["show_progress"])
     logger.info("Images of %s: %s", config["dataset"], report.counts)
+
+
+def keep_cold_items_out_of_training(config, train_data) -> int:
+    """Make the training sampler never draw a cold item as a negative; returns the number of cold items.
+
+    A cold item stands for an item that does not exist yet when the model is trained. RecBole's sampler draws
+    negatives from every item id of the dataset, so without this the model would see each cold item hundreds of
+    times as a negative, and only ever as one, and learn to rank it low: a signal no real training run has. Does
+    nothing for a dataset converted without hold-out (``cold_item_ratio`` 0).
+    """
+    if not float(config["cold_item_ratio"] or 0):
+        return 0
+    import numpy as np
+
+    dataset = train_data._dataset
+    token2id = dataset.field2token_id[dataset.iid_field]
+    cold = np.zeros(dataset.item_num, dtype=bool)
+    cold[[token2id[token] for token in cold_items(config) if token in token2id]] = True
+    sampler = getattr(train_data, "_sampler", None)
+    if sampler is None or not cold.any():
+        return int(cold.sum())
+    draw = sampler.sampling
+
+    def warm_only(sample_num):
+        values = np.asarray(draw(sample_num))
+        again = np.flatnonzero(cold[values])
+        while again.size:
+            values[again] = draw(again.size)
+            again = again[cold[values[again]]]
+        return values
+
+    sampler.sampling = warm_only  # this loader's own copy of the sampler: evaluation is not affected
+    logger.info("Training negatives are drawn from warm items only (%d cold items held out)", int(cold.sum()))
+    return int(cold.sum())

@@ -123,7 +123,7 @@ def test_score_is_the_vbpr_formula_on_standardised_features(demo):
     expected_feats = {}
     for channel in ("image", "text"):
         raw = np.load(config[f"precomputed_{channel}_file"])[rows].astype(np.float64)
-        z = (raw - raw.mean(axis=0)) / raw.std(axis=0)
+        z = (raw - raw.mean(axis=0)) / raw.std(axis=0) / np.sqrt(raw.shape[1])
         expected_feats[channel] = torch.tensor(np.vstack([np.zeros((1, z.shape[1])), z]), dtype=torch.float32)
         torch.testing.assert_close(getattr(net, f"item_{channel}_feat"), expected_feats[channel],
                                    rtol=1e-4, atol=1e-4)

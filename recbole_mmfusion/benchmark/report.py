@@ -17,7 +17,6 @@ the baseline (every model but the first) with the best mean validation score, or
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -260,6 +259,3 @@ def write_report(bench, records: list[dict]) -> dict:
     summary["files"] = {name: str(out / name) for name in ("results.csv", "summary.json", "summary.md", "chart.png")}
     return summary
 
-
-def load_summary(folder) -> dict:
-    return json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))

@@ -126,13 +126,16 @@ def run_settings(bench: Benchmark, model: str, seed: int) -> tuple[list[str], di
 
 
 def fingerprint(model: str, dataset: str, protocol: str, files: list[str], overrides: dict) -> str:
-    """Hash of everything that decides a run's result: the model, data, protocol, config file contents, keys."""
+    """Hash of the settings that decide a run's result: the model, data, protocol, keys, and the contents of
+    every config file it reads (the defaults in ``properties/`` included). Code changes are not seen: rerun then."""
     digest = hashlib.sha256()
     for part in (model, dataset, protocol, json.dumps(overrides, sort_keys=True, default=str)):
         digest.update(part.encode())
         digest.update(b"\0")
-    for path in files:
-        digest.update(Path(path).read_bytes())
+    defaults = [properties_dir() / "overall.yaml", properties_dir() / "model" / f"{model}.yaml",
+                properties_dir() / "dataset" / f"{dataset}.yaml"]
+    for path in [p for p in defaults if p.is_file()] + [Path(p) for p in files]:
+        digest.update(path.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 

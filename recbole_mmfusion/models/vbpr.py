@@ -42,7 +42,12 @@ class _ConfigView:
 
 
 def standardise(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-dimension z-scores over the rows where ``mask`` is True (std floored); the other rows are zero.
+    """Per-dimension z-scores over the rows where ``mask`` is True (std floored), divided by :math:`\sqrt{d}`
+    so that a feature vector has unit length on average whatever its size; the other rows are zero.
+
+    Without the :math:`1/\sqrt{d}`, a 2048-d feature makes the content term of a fresh model about
+    :math:`\sqrt{d}` times larger than the ID term, and it overfits within a few epochs (amazon-demo: validation
+    NDCG@20 0.088 against 0.128 with it).
 
     Shapes:
         - input: ``features`` :math:`(I, d)`, ``mask`` :math:`(I)` bool
@@ -52,7 +57,8 @@ def standardise(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(features)
     if mask.any():
         rows = features[mask]
-        out[mask] = (rows - rows.mean(dim=0)) / rows.std(dim=0, unbiased=False).clamp_min(STD_FLOOR)
+        scale = rows.std(dim=0, unbiased=False).clamp_min(STD_FLOOR) * features.shape[1] ** 0.5
+        out[mask] = (rows - rows.mean(dim=0)) / scale
     return out
 
 
@@ -64,7 +70,7 @@ class VBPR(GeneralRecommender):
             + \sum_{c \in \text{channels}} \theta_u^{c\top} (E_c f^c_i) + \beta_c'^\top f^c_i
 
     :math:`f^c_i` is item :math:`i`'s feature vector of channel :math:`c`, standardised per dimension over the
-    items that have one; an item without it has :math:`f^c_i = 0`, so its channel-:math:`c` term is zero.
+    items that have one and scaled to unit mean length (:func:`standardise`); an item without it has :math:`f^c_i = 0`, so its channel-:math:`c` term is zero.
     Trained with BPR (one sampled negative) plus ``reg_weight`` times the batch's squared norms of
     :math:`\gamma_u, \theta_u, \gamma_i, \beta_i` (per row, averaged over the batch) and ``reg_weight_content``
     times :math:`\sum_c \|E_c\|^2 + \|\beta'_c\|^2` (added once per batch).
@@ -75,7 +81,7 @@ class VBPR(GeneralRecommender):
         vbpr_channels (list): non-empty subset of ``[image, text]`` (default: ``[image]``).
         feature_mode (str): ``cached`` or ``precomputed`` (default: ``cached``).
         reg_weight (float): L2 weight on the batch's ID embeddings and item biases (default: 1e-05).
-        reg_weight_content (float): L2 weight on every :math:`E_c` and :math:`\beta'_c` (default: 1e-05).
+        reg_weight_content (float): L2 weight on every :math:`E_c` and :math:`\beta'_c` (default: 0.1).
 
     Shapes:
         - item features of channel :math:`c`: :math:`(n\_items, D_c)` ->

@@ -329,35 +329,48 @@ def _prepare_images(config, raw: Path, source: str) -> None:
     logger.info("Images of %s: %s", config["dataset"], report.counts)
 
 
-def keep_cold_items_out_of_training(config, train_data) -> int:
-    """Make the training sampler never draw a cold item as a negative; returns the number of cold items.
+def hold_cold_items_back(config, train_data, valid_data) -> int:
+    """Hide the cold items from training and validation; returns the number of cold items.
 
-    A cold item stands for an item that does not exist yet when the model is trained. RecBole's sampler draws
-    negatives from every item id of the dataset, so without this the model would see each cold item hundreds of
-    times as a negative, and only ever as one, and learn to rank it low: a signal no real training run has. Does
-    nothing for a dataset converted without hold-out (``cold_item_ratio`` 0).
+    A cold item stands for an item that does not exist yet when the model is trained and selected, so:
+
+    - the training sampler never draws one as a negative. RecBole's sampler draws from every item id, and a model
+      would otherwise see each cold item hundreds of times, always as a negative, and learn to rank it low;
+    - the validation ranking leaves them out. Otherwise a model that scores unseen items high fills the
+      validation top-k with items no validation user could have chosen, and early stopping reads that as a
+      worse model.
+
+    The test ranking keeps every item. Does nothing for a dataset converted without hold-out.
     """
     if not float(config["cold_item_ratio"] or 0):
         return 0
     import numpy as np
+    import torch
 
     dataset = train_data._dataset
     token2id = dataset.field2token_id[dataset.iid_field]
     cold = np.zeros(dataset.item_num, dtype=bool)
     cold[[token2id[token] for token in cold_items(config) if token in token2id]] = True
+    if not cold.any():
+        return 0
     sampler = getattr(train_data, "_sampler", None)
-    if sampler is None or not cold.any():
-        return int(cold.sum())
-    draw = sampler.sampling
+    if sampler is not None:
+        draw = sampler.sampling
 
-    def warm_only(sample_num):
-        values = np.asarray(draw(sample_num))
-        again = np.flatnonzero(cold[values])
-        while again.size:
-            values[again] = draw(again.size)
-            again = again[cold[values[again]]]
-        return values
+        def warm_only(sample_num):
+            values = np.asarray(draw(sample_num))
+            again = np.flatnonzero(cold[values])
+            while again.size:
+                values[again] = draw(again.size)
+                again = again[cold[values[again]]]
+            return values
 
-    sampler.sampling = warm_only  # this loader's own copy of the sampler: evaluation is not affected
-    logger.info("Training negatives are drawn from warm items only (%d cold items held out)", int(cold.sum()))
+        sampler.sampling = warm_only  # the training loader's own copy of the sampler
+    history = getattr(valid_data, "uid2history_item", None)
+    if history is not None:
+        cold_ids = torch.from_numpy(np.flatnonzero(cold))
+        for uid in range(len(history)):
+            if history[uid] is not None:
+                history[uid] = torch.cat([history[uid], cold_ids])
+    logger.info("%d cold items: never training negatives, not ranked in validation", int(cold.sum()))
     return int(cold.sum())

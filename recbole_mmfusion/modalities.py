@@ -58,10 +58,18 @@ def config_value(config, key: str, default=None):
     return default if value is None else value
 
 
+def name_list(value) -> list[str]:
+    """A list of names from a config value: a YAML list, or a string such as ``[text, graph]`` or ``text,graph``
+    (what ``--modalities=[text,graph]`` on the command line gives, since RecBole cannot evaluate it)."""
+    if isinstance(value, str):
+        return [part.strip().strip("'\"") for part in value.strip().strip("[]").split(",") if part.strip()]
+    return [str(v) for v in value]
+
+
 def config_modalities(config) -> set[str]:
     """``config['modalities']`` as a set (every modality when unset); an unknown name is a ``ValueError``."""
     value = config_value(config, "modalities")
-    names = set(ALL_MODALITIES if value is None else ([value] if isinstance(value, str) else value))
+    names = set(ALL_MODALITIES if value is None else name_list(value))
     unknown = names - set(ALL_MODALITIES)
     if unknown:
         raise ValueError(f"unknown modalities {sorted(unknown)}; choose among {list(ALL_MODALITIES)}")

@@ -18,7 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_logger, init_seed
 
 from recbole_mmfusion.config import MMConfig
-from recbole_mmfusion.datasets import keep_cold_items_out_of_training, prepare_dataset
+from recbole_mmfusion.datasets import hold_cold_items_back, prepare_dataset
 from recbole_mmfusion.evaluation import apply_test_history_mask, size_full_sort_batches
 from recbole_mmfusion.fileio import write_json_atomic
 from recbole_mmfusion.registry import get_model
@@ -93,7 +93,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     size_full_sort_batches(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
     apply_test_history_mask(config, test_data, train_data._dataset)
-    keep_cold_items_out_of_training(config, train_data)
+    hold_cold_items_back(config, train_data, valid_data)
     init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
     model_class = get_model(config["model"])
     net = model_class(config, train_data._dataset).to(config["device"])

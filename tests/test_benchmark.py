@@ -189,13 +189,13 @@ def test_cold_items_protocol_reports_metrics_on_held_out_items(tmp_path):
     assert "Cold items" in (tmp_path / "bench" / "summary.md").read_text()
 
 
-def test_cold_items_are_never_training_negatives(tmp_path):
+def test_cold_items_are_never_training_negatives_nor_validation_candidates(tmp_path):
     from recbole_mmfusion.config import properties_dir
     from recbole_mmfusion.datasets import cold_items
 
     overrides = {**TINY_DEMO, "data_path": str(tmp_path / "dataset"), "raw_path": str(tmp_path / "raw"),
                  "cold_item_ratio": 0.3, "use_gpu": False, "state": "WARNING"}
-    config, _, _, train, _, _ = build("BPR", "demo-cold", config_dict=overrides,
+    config, _, _, train, valid, test = build("BPR", "demo-cold", config_dict=overrides,
                                       config_file_list=[str(properties_dir() / "dataset" / "amazon-demo.yaml")])
     token2id = train._dataset.field2token_id["item_id"]
     cold = {token2id[token] for token in cold_items(config)}
@@ -204,3 +204,7 @@ def test_cold_items_are_never_training_negatives(tmp_path):
     assert len(cold) == round(0.3 * (train._dataset.item_num - 1)) and drawn.size == 20 * users.size
     assert not cold & set(drawn.tolist())
     assert len(set(drawn.tolist())) == train._dataset.item_num - 1 - len(cold)  # every warm item still drawn
+    for user in valid.uid_list.tolist():
+        assert cold <= set(valid.uid2history_item[user].tolist())  # left out of the validation ranking
+    for user in test.uid_list.tolist():
+        assert not cold & set(test.uid2history_item[user].tolist())  # ranked at test

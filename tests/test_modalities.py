@@ -192,3 +192,13 @@ def test_precomputed_features_by_raw_id(tiny, tmp_path, caplog):
     np.save(tmp_path / "flat.npy", np.zeros(len(raw)))
     with pytest.raises(ValueError, match="2-D"):
         load_precomputed(tmp_path / "flat.npy", tmp_path / "ids.txt", dataset)
+
+
+def test_name_lists_from_the_command_line_and_from_yaml():
+    from recbole_mmfusion.modalities import config_modalities, name_list
+
+    assert name_list("[text,graph]") == ["text", "graph"] == name_list("text, graph")
+    assert name_list("['text', 'image']") == ["text", "image"] and name_list(["graph"]) == ["graph"]
+    assert config_modalities({"modalities": "[text]"}) == {"text"}
+    with pytest.raises(ValueError, match="audio"):
+        config_modalities({"modalities": "[text,audio]"})

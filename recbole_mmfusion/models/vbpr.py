@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_mmfusion.config import ConfigError
-from recbole_mmfusion.modalities import load_modality_inputs, load_precomputed
+from recbole_mmfusion.modalities import load_modality_inputs, load_precomputed, name_list
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ class VBPR(GeneralRecommender):
         self.feature_mode = config["feature_mode"]
         if self.feature_mode not in FEATURE_MODES:
             raise ConfigError(f"VBPR supports feature_mode {' or '.join(FEATURE_MODES)}, not {self.feature_mode!r}")
-        chosen = config["vbpr_channels"]
-        chosen = [chosen] if isinstance(chosen, str) else list(chosen or [])
+        chosen = name_list(config["vbpr_channels"] or [])
         if not chosen or not set(chosen) <= set(CHANNELS):
             raise ConfigError(f"vbpr_channels must be a non-empty subset of {list(CHANNELS)}, not {chosen}")
         self.channels = [c for c in CHANNELS if c in chosen]

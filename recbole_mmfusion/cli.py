@@ -101,9 +101,10 @@ def _benchmark(args, overrides: dict, config_files: list[str]) -> dict:
 
     models = [get_model(m).__name__ for m in models]  # fails early on a wrong name, and fixes the spelling
     check_keys(overrides, "the overrides")  # before any run starts, not in each run
+    baseline = get_model(args.baseline).__name__ if args.baseline else None
     bench = Benchmark(models=models, dataset=args.dataset, seeds=parse_seeds(args.seeds), protocol=args.protocol,
                       profile=args.profile, config_files=config_files, overrides=overrides,
-                      out_dir=args.benchmark_dir, rerun=args.rerun, baseline=args.baseline)
+                      out_dir=args.benchmark_dir, rerun=args.rerun, baseline=baseline)
     return run_benchmark(bench)
 
 

@@ -355,6 +355,11 @@ def hold_cold_items_back(config, train_data, valid_data) -> int:
         return 0
     sampler = getattr(train_data, "_sampler", None)
     if sampler is not None:
+        n_warm = dataset.item_num - 1 - int(cold.sum())
+        busiest = max((len(items) for items in sampler.used_ids if items is not None), default=0)
+        if busiest >= n_warm:  # RecBole's own check counts the cold items as available: it would never end
+            raise ConfigError(f"a user of {config['dataset']} has interacted with every one of its {n_warm} warm "
+                              "items, so no negative can be drawn for them; hold out fewer items")
         draw = sampler.sampling
 
         def warm_only(sample_num):

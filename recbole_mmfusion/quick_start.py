@@ -188,6 +188,7 @@ def load_data_and_model(model_file):
     size_full_sort_batches(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
     apply_test_history_mask(config, test_data, train_data._dataset)
+    hold_cold_items_back(config, train_data, valid_data)
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     net.load_state_dict(checkpoint["state_dict"])

@@ -79,6 +79,21 @@ def test_benchmark_errors_are_one_line(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(_argv(tmp_path, "BPR,BPR")) == 2
     assert "twice" in capsys.readouterr().err
+    assert main(_argv(tmp_path, "BPR", "1", "--cold_item_ratio=0.2")) == 2
+    assert "--protocol=cold_items" in capsys.readouterr().err
+    assert main(_argv(tmp_path, "BPR,LightGCN", "1", "--baseline=NGCF")) == 2
+    assert "--baseline" in capsys.readouterr().err
+
+
+def test_cold_variants_are_named_by_ratio_and_seed():
+    from recbole_mmfusion.benchmark.runner import Benchmark
+
+    def name(**overrides):
+        return Benchmark(models=["BPR"], dataset="demo", seeds=[1], protocol="cold_items", overrides=overrides,
+                         out_dir="unused").run_dataset
+
+    assert name() == "demo-cold20" and name(cold_item_ratio=0.125) == "demo-cold12p5"
+    assert name(cold_item_ratio=0.2, cold_item_seed=3) == "demo-cold20-seed3"
 
 
 def test_seeds_are_a_count_or_a_list():
@@ -175,12 +190,14 @@ def test_cold_items_protocol_reports_metrics_on_held_out_items(tmp_path):
     assert cold and not cold & train_items
     test_rows = [line.split("\t")[:2] for line in (folder / "amazon-demo-cold25.test.inter").read_text().splitlines()[1:]]
     users_with_cold = {user for user, item in test_rows if item in cold}
+    users_with_warm = {user for user, item in test_rows if item not in cold}
 
     summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
     assert summary["protocol"] == "cold_items" and summary["cold_items"] == len(cold)
     for model in ("BPR", "LightGCN"):
         views = summary["per_model"][model]["views"]
         assert views["cold"]["users"] == views["cold_only"]["users"] == len(users_with_cold)
+        assert views["warm"]["users"] == len(users_with_warm)
         assert views["all"]["users"] == len({user for user, _ in test_rows})
         # ranking among cold items only can only move cold items up
         assert views["cold_only"]["metrics"]["recall@10"][0] >= views["cold"]["metrics"]["recall@10"][0]

@@ -10,6 +10,8 @@ per-user values with RecBole's metric classes, so every number here averages to 
 Views:
 
 - ``all``: every test item of the user is relevant, every item is a candidate (RecBole's protocol);
+- ``warm``: only the user's test items that are warm (seen in training) are relevant, every item is still a
+  candidate; users without a warm test item are left out (cold-item datasets only);
 - ``cold``: only the user's test items that are cold (never in training) are relevant, every item is still a
   candidate; users without a cold test item are left out;
 - ``cold_only``: as ``cold``, but only cold items are candidates (warm items cannot take the top-k places).
@@ -24,11 +26,12 @@ import numpy as np
 import torch
 from recbole.evaluator.register import metrics_dict
 
-VIEWS = ("all", "cold", "cold_only")
+VIEWS = ("all", "warm", "cold", "cold_only")
 #: RecBole's top-k metrics that have a value per user (coverage-style metrics describe the whole list set)
 PER_USER_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "map")
-#: training interactions per user: (label, lowest, highest), highest None = no bound
-ACTIVITY_BUCKETS = (("1-5", 1, 5), ("6-20", 6, 20), (">20", 21, None))
+#: training interactions per user: (label, lowest, highest), highest None = no bound; "0": users whose every
+#: training interaction went to a held-out item (cold-item datasets)
+ACTIVITY_BUCKETS = (("0", 0, 0), ("1-5", 1, 5), ("6-20", 6, 20), (">20", 21, None))
 
 
 @dataclass
@@ -69,7 +72,7 @@ def rank_test_users(trainer, eval_data, max_k: int, cold_items: np.ndarray | Non
     if cold_items is not None:
         cold = torch.zeros(n_items, dtype=torch.bool, device=device)
         cold[torch.as_tensor(cold_items, dtype=torch.long, device=device)] = True
-    views = ["all"] + (["cold", "cold_only"] if cold is not None else [])
+    views = ["all"] + (["warm", "cold", "cold_only"] if cold is not None else [])
     parts = {view: ([], [], []) for view in views}
     for batch in eval_data:
         interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
@@ -78,7 +81,9 @@ def rank_test_users(trainer, eval_data, max_k: int, cold_items: np.ndarray | Non
         relevant[positive_u.to(device), positive_i.to(device)] = True
         for view in views:
             view_scores, view_relevant = scores, relevant
-            if view != "all":
+            if view == "warm":
+                view_relevant = relevant & ~cold
+            elif view != "all":
                 view_relevant = relevant & cold
                 if view == "cold_only":
                     view_scores = scores.masked_fill(~cold, -np.inf)

@@ -27,7 +27,7 @@ from recbole_mmfusion.fileio import write_json_atomic
 
 TIMING_KEYS = ("best_epoch", "epochs_trained", "seconds_per_epoch", "test_eval_seconds", "fit_seconds",
                "wall_seconds", "peak_rss_mib", "parameters")
-COLD_VIEWS = ("cold", "cold_only")
+COLD_VIEWS = ("warm", "cold", "cold_only")
 
 
 def main_cutoff(records) -> int:
@@ -140,7 +140,7 @@ def _cell(pair, digits=4) -> str:
 
 def _p(test: dict | None) -> str:
     if not test:
-        return "ref"
+        return "-"
     p = test["p_value"]
     if math.isnan(p):
         return "n/a"
@@ -155,20 +155,21 @@ def markdown(summary: dict) -> str:
     k = summary["cutoff"]
     recall, ndcg = f"recall@{k}", f"ndcg@{k}"
     ref = summary["reference_baseline"]
+    against = f" (`{ref}`)" if ref else " (none: no baseline finished)"
     lines = [f"Dataset `{summary['run_dataset']}`, protocol `{summary['protocol']}`, seeds "
              f"{', '.join(map(str, summary['seeds']))}; mean ± std over seeds. p: {summary['significance']}"
-             f" (`{ref}`).", "",
-             f"| model | Recall@{k} | p | NDCG@{k} | p | best epoch | s/epoch | test eval s | wall s | peak RSS MiB "
-             "| parameters |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"{against}.", "",
+             f"| model | runs | Recall@{k} | p | NDCG@{k} | p | best epoch | s/epoch | test eval s | wall s "
+             "| peak RSS MiB | parameters |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, entry in summary["per_model"].items():
         view, t = entry["views"]["all"], entry["timing"]
         p_r = _p(view["tests"].get(recall)) if model != ref else "ref"
         p_n = _p(view["tests"].get(ndcg)) if model != ref else "ref"
-        lines.append(f"| {model} | {_cell(entry['test'][recall])} | {p_r} | {_cell(entry['test'][ndcg])} | {p_n} "
+        lines.append(f"| {model} | {entry['runs']} | {_cell(entry['test'][recall])} | {p_r} | {_cell(entry['test'][ndcg])} | {p_n} "
                      f"| {_fmt(t['best_epoch'], 1)} | {_fmt(t['seconds_per_epoch'])} | {_fmt(t['test_eval_seconds'])} "
                      f"| {_fmt(t['wall_seconds'], 0)} | {_fmt(t['peak_rss_mib'], 0)} | {_fmt(t['parameters'], 0)} |")
     first = next(iter(summary["per_model"].values()))
-    labels = list(first["views"]["all"]["buckets"])
+    labels = [label for label, block in first["views"]["all"]["buckets"].items() if block["users"] or label != "0"]
     if labels:
         counts = ", ".join(f"{label}: {first['views']['all']['buckets'][label]['users']}" for label in labels)
         lines += ["", f"NDCG@{k} by training interactions per test user (users: {counts}):", "",
@@ -178,19 +179,21 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
     if summary["protocol"] == "cold_items":
         users = first["views"]["cold"]["users"]
+        warm_users = first["views"]["warm"]["users"]
         lines += ["", f"Cold items ({summary.get('cold_items')} items, {summary.get('cold_item_ratio')} of the "
-                      f"catalogue, never in training; {users} test users have one). `all items`: every item ranked, "
-                      f"only cold test items relevant; `cold only`: only cold items ranked.", "",
-                  f"| model | Recall@{k} all items | NDCG@{k} all items | p | Recall@{k} cold only | "
-                  f"NDCG@{k} cold only | p |", "|---|---|---|---|---|---|---|"]
+                      f"catalogue, never in training; {users} test users have one, {warm_users} a warm one). "
+                      f"`warm`: every item ranked, only warm test items relevant; `cold`: every item ranked, only "
+                      f"cold test items relevant; `cold only`: only cold items ranked. p on NDCG@{k}.", "",
+                  f"| model | Recall@{k} warm | NDCG@{k} warm | p | Recall@{k} cold | NDCG@{k} cold | p "
+                  f"| Recall@{k} cold only | NDCG@{k} cold only | p |", "|---|---|---|---|---|---|---|---|---|---|"]
         for model, entry in summary["per_model"].items():
-            cold, only = entry["views"]["cold"], entry["views"]["cold_only"]
-            p1 = _p(cold["tests"].get(ndcg)) if model != ref else "ref"
-            p2 = _p(only["tests"].get(ndcg)) if model != ref else "ref"
-            lines.append(f"| {model} | {_cell(cold['metrics'].get(recall, (None, None)))} "
-                         f"| {_cell(cold['metrics'].get(ndcg, (None, None)))} | {p1} "
-                         f"| {_cell(only['metrics'].get(recall, (None, None)))} "
-                         f"| {_cell(only['metrics'].get(ndcg, (None, None)))} | {p2} |")
+            cells = []
+            for view in COLD_VIEWS:
+                block = entry["views"][view]
+                cells += [_cell(block["metrics"].get(recall, (None, None))),
+                          _cell(block["metrics"].get(ndcg, (None, None))),
+                          _p(block["tests"].get(ndcg)) if model != ref else "ref"]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,8 +222,9 @@ def chart(path: Path, summary: dict) -> None:
 
     k = summary["cutoff"]
     models = list(summary["per_model"])
-    views = [("all", "all test items")] + ([("cold", "cold items, all ranked"), ("cold_only", "cold items only")]
-                                          if summary["protocol"] == "cold_items" else [])
+    views = [("all", "all test items")] + ([("warm", "warm test items"), ("cold", "cold test items"),
+                                            ("cold_only", "cold items, only they ranked")]
+                                           if summary["protocol"] == "cold_items" else [])
     fig, axes = plt.subplots(1, 2, figsize=(5 + 1.6 * len(models) * len(views) / 2, 4), squeeze=False)
     width = 0.8 / len(views)
     for ax, metric, title in zip(axes[0], (f"recall@{k}", f"ndcg@{k}"), (f"Recall@{k}", f"NDCG@{k}")):

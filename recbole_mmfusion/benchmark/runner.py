@@ -59,6 +59,9 @@ class Benchmark:
             raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
         if not self.seeds:
             raise ConfigError("--seeds needs at least one seed")
+        if self.protocol == "warm" and float(self.overrides.get("cold_item_ratio", 0) or 0):
+            raise ConfigError("cold_item_ratio is set but --protocol is warm: use --protocol=cold_items (the warm "
+                              "protocol would convert the dataset itself again with items held out)")
         if self.baseline is not None and self.baseline not in self.models[1:]:
             raise ConfigError(f"--baseline {self.baseline!r} must be one of the baselines {self.models[1:]}")
         for path in self.config_files:
@@ -78,7 +81,9 @@ class Benchmark:
         """The dataset the runs train on: the dataset itself, or its cold-item variant."""
         if self.protocol == "warm":
             return self.dataset
-        return f"{self.dataset}-cold{round(self.cold_ratio * 100)}"
+        seed = int(self.overrides.get("cold_item_seed", 0) or 0)
+        percent = f"{self.cold_ratio * 100:g}".replace(".", "p")
+        return f"{self.dataset}-cold{percent}" + (f"-seed{seed}" if seed else "")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -127,9 +132,12 @@ def run_settings(bench: Benchmark, model: str, seed: int) -> tuple[list[str], di
 
 def fingerprint(model: str, dataset: str, protocol: str, files: list[str], overrides: dict) -> str:
     """Hash of the settings that decide a run's result: the model, data, protocol, keys, and the contents of
-    every config file it reads (the defaults in ``properties/`` included). Code changes are not seen: rerun then."""
+    every config file it reads (the defaults in ``properties/`` included). Changes to the code or to the dataset's
+    files are not seen: pass ``rerun`` then."""
     digest = hashlib.sha256()
-    for part in (model, dataset, protocol, json.dumps(overrides, sort_keys=True, default=str)):
+    # where the outputs go does not change them
+    settings = {key: value for key, value in overrides.items() if key not in ("checkpoint_dir", "results_dir")}
+    for part in (model, dataset, protocol, json.dumps(settings, sort_keys=True, default=str)):
         digest.update(part.encode())
         digest.update(b"\0")
     defaults = [properties_dir() / "overall.yaml", properties_dir() / "model" / f"{model}.yaml",
@@ -187,6 +195,8 @@ def run_benchmark(bench: Benchmark) -> dict:
                 continue
             logger.info("%s %s on %s: running (log: %s)", position, name, bench.run_dataset,
                         runs_dir / f"{name}.log")
+            for stale in (path, path.with_suffix(".npz")):  # a failed rerun must not leave the old result usable
+                stale.unlink(missing_ok=True)
             spec = {"model": model, "dataset": bench.run_dataset, "seed": seed, "protocol": bench.protocol,
                     "config_files": files, "overrides": overrides, "label": model, "fingerprint": stamp,
                     "out": str(path.with_suffix(""))}
@@ -205,6 +215,8 @@ def run_benchmark(bench: Benchmark) -> dict:
                         record["valid_metric"].lower(), record["test_result"].get(record["valid_metric"].lower(),
                                                                                   float("nan")), wall, rss)
             records.append(record)
+    if not records:
+        raise ConfigError(f"every run failed ({', '.join(failures)}); their logs are in {runs_dir}")
     summary = write_report(bench, records)
     summary["failed_runs"] = failures
     return summary

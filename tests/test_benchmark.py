@@ -156,7 +156,7 @@ def test_per_user_metrics_follow_recbole_definitions():
     assert "itemcoverage@3" not in values  # not a per-user metric
     buckets = activity_buckets(np.array([0, 3, 6, 20, 21]), np.array([1, 2, 3, 4]))
     assert {k: v.tolist() for k, v in buckets.items()} == {
-        "1-5": [True, False, False, False], "6-20": [False, True, True, False], ">20": [False, False, False, True]}
+        "0": [False, False, False, False], "1-5": [True, False, False, False], "6-20": [False, True, True, False], ">20": [False, False, False, True]}
 
 
 def test_mmrec_masking_leaves_validation_items_in_the_test_ranking(tmp_path):

@@ -138,6 +138,27 @@ class Staging:
                 break
 
 
+@contextmanager
+def staged(out_dir: Path, dataset: str):
+    """A :class:`Staging` folder for the block; if the block fails, the folder (and any output folder this run
+    created) is removed, so a failed run leaves nothing behind. An ``OSError`` becomes a ``ConversionError``
+    naming ``out_dir``."""
+    from .issues import ConversionError
+
+    staging = None
+    try:
+        staging = Staging(out_dir, dataset)
+        yield staging
+    except OSError as e:
+        if staging is not None:
+            staging.abort()
+        raise ConversionError(f"cannot write the dataset into {out_dir}: {e}") from None
+    except BaseException:
+        if staging is not None:
+            staging.abort()
+        raise
+
+
 def write_json(staging: Staging, suffix: str, obj) -> None:
     with staging.open(suffix) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)

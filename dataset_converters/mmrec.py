@@ -66,7 +66,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .atomic import INTER_SUFFIXES, Staging, write_json
+from .atomic import INTER_SUFFIXES, Staging, staged, write_json
 from .graph import GRAPH_SUFFIX, build_item_graph, write_item_graph
 from .issues import ConversionError
 from .pipeline import ConversionResult, _check_dataset_name, _ensure_logging
@@ -440,9 +440,7 @@ def import_mmrec(inter_path, *, out_dir="dataset", dataset: Optional[str] = None
         if not np.any(data.part[rows] == p):
             log.warning("%s: the %s split is empty (no x_label %d rows)", inter_path, name, p)
 
-    staging = None
-    try:
-        staging = Staging(out_dir, dataset)
+    with staged(out_dir, dataset) as staging:
         sizes = _write_inters(staging, data, rows)
         with staging.open(ITEM_IDS_SUFFIX) as f:
             f.write("".join(f"{i}\n" for i in range(n_feature_rows)))
@@ -494,14 +492,6 @@ def import_mmrec(inter_path, *, out_dir="dataset", dataset: Optional[str] = None
         }
         write_json(staging, "stats.json", stats)
         files = staging.commit(OUTPUT_SUFFIXES)
-    except OSError as e:
-        if staging is not None:
-            staging.abort()
-        raise ConversionError(f"cannot write the dataset into {out_dir}: {e}") from None
-    except BaseException:
-        if staging is not None:
-            staging.abort()
-        raise
     log.info("%s: %s users, %s items, %s interactions (train %s, valid %s, test %s); features: %s", dataset,
              f"{len(users):,}", f"{len(items):,}", f"{sizes['inter']:,}", f"{sizes['train.inter']:,}",
              f"{sizes['valid.inter']:,}", f"{sizes['test.inter']:,}",

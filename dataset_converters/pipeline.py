@@ -45,7 +45,7 @@ except ImportError:  # not on Windows
     resource = None
 
 from . import cold as cold_items
-from .atomic import INTER_SUFFIXES, ItemFileWriter, Staging, write_interactions, write_json
+from .atomic import INTER_SUFFIXES, ItemFileWriter, Staging, staged, write_interactions, write_json
 from .filters import CategoryFilter, dedupe, k_core as k_core_filter
 from .interactions import Interactions
 from .issues import ConversionError, InputIssues
@@ -325,99 +325,90 @@ def _write(cfg: _Settings, data: _ReadResult, kept: _FilterResult, issues: Input
     """6. write everything into a staging folder, then commit it; ``(files, stats)``."""
     store, rows = data.store, kept.rows
     with_rating = not bool(np.isnan(data.rating[rows]).all())
-    staging = None
     collector = None
     try:
-        with timer.stage("write"):
-            staging = Staging(cfg.out_dir, cfg.dataset)
-            item_ids, user_ids = store.item_ids(), store.user_ids()
-            sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
-                                       kept.order, kept.part, with_rating=with_rating)
+        with staged(cfg.out_dir, cfg.dataset) as staging:
+            with timer.stage("write"):
+                item_ids, user_ids = store.item_ids(), store.user_ids()
+                sizes = write_interactions(staging, user_ids, item_ids, data.user, data.item, data.ts, data.rating,
+                                           kept.order, kept.part, with_rating=with_rating)
+                if cold is not None:
+                    cold.write(staging)
+                item_columns: List[str] = []
+                items_with_meta = 0
+                if cfg.meta_paths:
+                    if cfg.sidecars:
+                        collector = MetaCollector(staging.dir / "item_text.scratch", store.n_items)
+                    item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids,
+                                                                     collector)
+            coverage = None
+            if cfg.sidecars:
+                side = write_sidecars(staging.dir, cfg.dataset, review_paths=cfg.review_paths,
+                                      cat_filter=data.cat_filter, user=data.user, item=data.item, ts=data.ts,
+                                      user_ids=user_ids, item_ids=item_ids, order=kept.order, part=kept.part,
+                                      meta=collector, user_reviews=cfg.user_text_reviews,
+                                      graph_max_neighbors=cfg.graph_max_neighbors,
+                                      graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress,
+                                      stage=timer.stage, cold_items=None if cold is None else cold.mask)
+                if cold is not None:
+                    cold.meta_edges_dropped = side.cold_meta_edges_dropped
+                staging.files.update(side.files)
+                coverage = side.coverage
+                if collector is not None:
+                    collector.close()
+                    collector = None
+            t_first, t_last = int(data.ts[rows].min()), int(data.ts[rows].max())
+            n_unique = len(data.user) - kept.n_dups
+            counts = {
+                "records_read": issues.records_read,
+                "records_skipped": issues.total,
+                "skipped": issues.as_counts(),
+                "reviews_parsed": data.n_parsed,
+                "meta_records_read": meta_issues.records_read,
+                "meta_records_skipped": meta_issues.total,
+                "meta_skipped": meta_issues.as_counts(),
+                "dropped_by_category_filter": data.dropped_cat,
+                "dropped_without_meta": data.dropped_no_meta,
+                "items_without_meta": data.n_items_without_meta,
+                "duplicates_dropped": kept.n_dups,
+                "removed_by_k_core": n_unique - len(rows),
+                "users": kept.n_users,
+                "items": kept.n_items,
+                "interactions": int(len(rows)),
+                "train": sizes["train.inter"],
+                "valid": sizes["valid.inter"],
+                "test": sizes["test.inter"],
+                "items_with_meta": items_with_meta,
+                "kept_items_without_meta": kept.n_items - items_with_meta if cfg.meta_paths else None,
+            }
+            stats = {
+                "dataset": cfg.dataset,
+                "inputs": {"reviews": [str(p) for p in cfg.review_paths], "meta": [str(p) for p in cfg.meta_paths]},
+                "k_core": cfg.k_core,
+                "categories": cfg.categories or None,
+                "strict": cfg.strict,
+                "counts": counts,
+                "examples": issues.as_examples(),
+                "meta_examples": meta_issues.as_examples(),
+                "timestamp_range": {"first": _iso(t_first), "last": _iso(t_last),
+                                    "first_s": t_first / 1000, "last_s": t_last / 1000},
+                "columns": {
+                    "inter": ["user_id", "item_id"] + (["rating"] if with_rating else []) + ["timestamp"],
+                    "item": item_columns or None,
+                },
+                "split": "per user by time: last -> test, second last -> valid, rest -> train",
+                "sidecars": cfg.sidecars,
+            }
             if cold is not None:
-                cold.write(staging)
-            item_columns: List[str] = []
-            items_with_meta = 0
-            if cfg.meta_paths:
-                if cfg.sidecars:
-                    collector = MetaCollector(staging.dir / "item_text.scratch", store.n_items)
-                item_columns, items_with_meta = _write_item_file(staging, cfg, data, kept, meta_issues, item_ids,
-                                                                 collector)
-        coverage = None
-        if cfg.sidecars:
-            side = write_sidecars(staging.dir, cfg.dataset, review_paths=cfg.review_paths,
-                                  cat_filter=data.cat_filter, user=data.user, item=data.item, ts=data.ts,
-                                  user_ids=user_ids, item_ids=item_ids, order=kept.order, part=kept.part,
-                                  meta=collector, user_reviews=cfg.user_text_reviews,
-                                  graph_max_neighbors=cfg.graph_max_neighbors,
-                                  graph_also_viewed=cfg.graph_also_viewed, progress=cfg.progress,
-                                  stage=timer.stage, cold_items=None if cold is None else cold.mask)
-            if cold is not None:
-                cold.meta_edges_dropped = side.cold_meta_edges_dropped
-            staging.files.update(side.files)
-            coverage = side.coverage
-            if collector is not None:
-                collector.close()
-                collector = None
-        t_first, t_last = int(data.ts[rows].min()), int(data.ts[rows].max())
-        n_unique = len(data.user) - kept.n_dups
-        counts = {
-            "records_read": issues.records_read,
-            "records_skipped": issues.total,
-            "skipped": issues.as_counts(),
-            "reviews_parsed": data.n_parsed,
-            "meta_records_read": meta_issues.records_read,
-            "meta_records_skipped": meta_issues.total,
-            "meta_skipped": meta_issues.as_counts(),
-            "dropped_by_category_filter": data.dropped_cat,
-            "dropped_without_meta": data.dropped_no_meta,
-            "items_without_meta": data.n_items_without_meta,
-            "duplicates_dropped": kept.n_dups,
-            "removed_by_k_core": n_unique - len(rows),
-            "users": kept.n_users,
-            "items": kept.n_items,
-            "interactions": int(len(rows)),
-            "train": sizes["train.inter"],
-            "valid": sizes["valid.inter"],
-            "test": sizes["test.inter"],
-            "items_with_meta": items_with_meta,
-            "kept_items_without_meta": kept.n_items - items_with_meta if cfg.meta_paths else None,
-        }
-        stats = {
-            "dataset": cfg.dataset,
-            "inputs": {"reviews": [str(p) for p in cfg.review_paths], "meta": [str(p) for p in cfg.meta_paths]},
-            "k_core": cfg.k_core,
-            "categories": cfg.categories or None,
-            "strict": cfg.strict,
-            "counts": counts,
-            "examples": issues.as_examples(),
-            "meta_examples": meta_issues.as_examples(),
-            "timestamp_range": {"first": _iso(t_first), "last": _iso(t_last),
-                                "first_s": t_first / 1000, "last_s": t_last / 1000},
-            "columns": {
-                "inter": ["user_id", "item_id"] + (["rating"] if with_rating else []) + ["timestamp"],
-                "item": item_columns or None,
-            },
-            "split": "per user by time: last -> test, second last -> valid, rest -> train",
-            "sidecars": cfg.sidecars,
-        }
-        if cold is not None:
-            stats["split"] += "; then every interaction of a cold item (.cold_items) -> test"
-            stats["cold_items"] = cold.stats()
-        if coverage is not None:
-            stats["coverage"] = coverage
-        stats["seconds"] = round(time.perf_counter() - timer.t0, 3)
-        with timer.stage("commit"):
-            stats["timings"] = timer.as_dict()  # completed after the commit, below
-            write_json(staging, "stats.json", stats)
-            files = staging.commit(OUTPUT_SUFFIXES)
-    except OSError as e:
-        if staging is not None:
-            staging.abort()
-        raise ConversionError(f"cannot write the dataset into {cfg.out_dir}: {e}") from None
-    except BaseException:
-        if staging is not None:
-            staging.abort()
-        raise
+                stats["split"] += "; then every interaction of a cold item (.cold_items) -> test"
+                stats["cold_items"] = cold.stats()
+            if coverage is not None:
+                stats["coverage"] = coverage
+            stats["seconds"] = round(time.perf_counter() - timer.t0, 3)
+            with timer.stage("commit"):
+                stats["timings"] = timer.as_dict()  # completed after the commit, below
+                write_json(staging, "stats.json", stats)
+                files = staging.commit(OUTPUT_SUFFIXES)
     finally:
         if collector is not None:
             collector.close()

@@ -298,6 +298,19 @@ def cold_items(config) -> list[str]:
     return read_cold_items(config["data_path"], config["dataset"])
 
 
+def cold_item_ids(config, dataset):
+    """Internal ids (``numpy`` int64) of the cold items of the config's dataset, in the id space of ``dataset``."""
+    import numpy as np
+
+    token2id = dataset.field2token_id[dataset.iid_field]
+    raw = cold_items(config)
+    missing = [token for token in raw if token not in token2id]
+    if missing:
+        raise DatasetNotFoundError(f"{len(missing)} cold items of {config['dataset']} are not in its atomic files, "
+                                   f"e.g. {missing[0]!r}: convert the dataset again")
+    return np.asarray([token2id[token] for token in raw], dtype=np.int64)
+
+
 def _prepare_images(config, raw: Path, source: str) -> None:
     """Run the image stage unless every kept item already has a manifest record.
 
@@ -348,9 +361,8 @@ def hold_cold_items_back(config, train_data, valid_data) -> int:
     import torch
 
     dataset = train_data._dataset
-    token2id = dataset.field2token_id[dataset.iid_field]
     cold = np.zeros(dataset.item_num, dtype=bool)
-    cold[[token2id[token] for token in cold_items(config) if token in token2id]] = True
+    cold[cold_item_ids(config, dataset)] = True
     if not cold.any():
         return 0
     sampler = getattr(train_data, "_sampler", None)

@@ -84,17 +84,12 @@ def apply_test_history_mask(config, test_data, train_dataset) -> str:
         raise ConfigError(f"test_history_mask must be one of {', '.join(TEST_HISTORY_MASKS)}, not {mode!r}")
     if mode == "train_valid" or getattr(test_data, "uid2history_item", None) is None:
         return mode
-    import numpy as np
-    import torch
+    from recbole_mmfusion.modalities import history_csr
 
-    users = np.asarray(train_dataset.inter_feat[train_dataset.uid_field], dtype=np.int64)
-    items = np.asarray(train_dataset.inter_feat[train_dataset.iid_field], dtype=np.int64)
-    order = np.lexsort((items, users))
-    users, items = users[order], items[order]
-    bounds = np.searchsorted(users, np.arange(train_dataset.user_num + 1))
+    rowptr, items = history_csr(train_dataset)
     history = test_data.uid2history_item
     for uid in range(len(history)):
         if history[uid] is not None:
-            history[uid] = torch.from_numpy(np.unique(items[bounds[uid]:bounds[uid + 1]]))
+            history[uid] = items[rowptr[uid]:rowptr[uid + 1]]
     logger.info("Test ranking excludes training items only (test_history_mask: train)")
     return mode

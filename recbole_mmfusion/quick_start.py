@@ -78,6 +78,14 @@ def _plain(result) -> dict:
     return {key: float(value) for key, value in (result or {}).items()}
 
 
+def _loaders(config, data):
+    """RecBole's train / valid / test loaders, with this project's evaluation protocol applied to them."""
+    train_data, valid_data, test_data = data_preparation(config, data)
+    apply_test_history_mask(config, test_data, train_data._dataset)
+    hold_cold_items_back(config, train_data, valid_data)
+    return train_data, valid_data, test_data
+
+
 def build(model, dataset, config_file_list=None, config_dict=None):
     """Config, dataset, data loaders and an initialised model, ready for a trainer.
 
@@ -91,9 +99,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     data = create_dataset(config)
     logger.info("%s", data)
     size_full_sort_batches(config, data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    apply_test_history_mask(config, test_data, train_data._dataset)
-    hold_cold_items_back(config, train_data, valid_data)
+    train_data, valid_data, test_data = _loaders(config, data)
     init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
     model_class = get_model(config["model"])
     net = model_class(config, train_data._dataset).to(config["device"])
@@ -186,9 +192,7 @@ def load_data_and_model(model_file):
     init_logger(config)
     data = create_dataset(config)
     size_full_sort_batches(config, data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    apply_test_history_mask(config, test_data, train_data._dataset)
-    hold_cold_items_back(config, train_data, valid_data)
+    train_data, valid_data, test_data = _loaders(config, data)
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     net.load_state_dict(checkpoint["state_dict"])

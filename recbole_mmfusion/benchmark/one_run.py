@@ -18,25 +18,13 @@ import numpy as np
 
 from recbole_mmfusion.benchmark.per_user import (ACTIVITY_BUCKETS, activity_buckets, per_user_metrics,
                                                  rank_test_users, training_counts)
+from recbole_mmfusion.datasets import cold_item_ids
 from recbole_mmfusion.fileio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 #: largest gap tolerated between the per-user means and RecBole's rounded averages (4 decimals)
 AGREEMENT_TOLERANCE = 1e-4
-
-
-def cold_item_ids(config, dataset) -> np.ndarray:
-    """Internal ids of the items the conversion held out of training (``<dataset>.cold_items``)."""
-    from recbole_mmfusion.datasets import cold_items
-
-    raw = cold_items(config)
-    token2id = dataset.field2token_id[dataset.iid_field]
-    missing = [token for token in raw if token not in token2id]
-    if missing:
-        raise ValueError(f"{len(missing)} cold items of {config['dataset']} are not in its atomic files, "
-                         f"e.g. {missing[0]!r}")
-    return np.asarray([token2id[token] for token in raw], dtype=np.int64)
 
 
 def _mean_by(values: dict, mask: np.ndarray) -> dict:

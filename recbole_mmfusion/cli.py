@@ -1,5 +1,6 @@
 """Command line: ``run_recbole_mm.py --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]``,
-and ``run_recbole_mm.py --benchmark --models=A,B,... --dataset=NAME --seeds=3`` for a side-by-side comparison.
+``run_recbole_mm.py --benchmark --models=A,B,... --dataset=NAME --seeds=3`` for a side-by-side comparison, and
+``run_recbole_mm.py recommend --model-file=FILE --user=ID`` for top-K items (see :mod:`recbole_mmfusion.cli_recommend`).
 
 Any RecBole general recommender (LightGCN, BPR, ...) or plugin model trains with RecBole's trainer and is
 evaluated by full ranking on the test split; the metrics are printed and written to a results JSON. A bad model
@@ -110,6 +111,10 @@ def _benchmark(args, overrides: dict, config_files: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["recommend"]:
+        from recbole_mmfusion.cli_recommend import main as recommend
+
+        return recommend(argv[1:])
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if not args.benchmark and not args.model:

@@ -1,10 +1,10 @@
-"""RecBole 1.2.1 on today's numpy / pandas / scipy / torch / setuptools.
+"""RecBole 1.2.1 on today's numpy / pandas / scipy / torch / setuptools, and on CPUs for multi-process runs.
 
 RecBole 1.2.1 was written against numpy 1, pandas 1-2, scipy < 1.13, torch < 2.6 and a setuptools that still
-shipped ``pkg_resources``. On the current stack it breaks in eight places; each entry of :data:`PATCHES` fixes
-one of them without modifying RecBole's files. :func:`apply` runs them all once; importing
-``recbole_mmfusion`` calls it, so every entry point (the command line, tests, spawned DDP workers) is patched
-before RecBole does any work.
+shipped ``pkg_resources``. On the current stack it breaks in eight places, and its multi-process (DDP) mode
+assumes one GPU per process in three more; each entry of :data:`PATCHES` fixes one of them without modifying
+RecBole's files. :func:`apply` runs them all once; importing ``recbole_mmfusion`` calls it, so every entry point
+(the command line, tests, spawned DDP workers) is patched before RecBole does any work.
 
 ====  ================================================  ===========================================================
 key   symptom without the patch                         fix
@@ -31,19 +31,34 @@ f2    missing ``float`` / ``token`` values: silently    ``Dataset._fill_nan`` as
       pandas copy-on-write)
 f3    remapping a ``token_seq`` field: ``Length of      inside RecBole's dataset transforms,
       values (1) does not match length of index``       ``Series.agg(len)`` means per-element lengths again
+g1    a DDP rank's ``Config()`` without enough GPUs:    ``Config._init_device`` of a rank picks the backend and
+      ``AssertionError`` (``gpu_id`` must name          device with :func:`ddp_backend_and_device`: NCCL and
+      ``nproc`` GPUs), else NCCL / ``cuda:<rank>``      ``cuda:<local_rank>`` when enough GPUs are named and
+      on a machine without them                         visible, else gloo on the CPU
+g2    a DDP trainer on the CPU:                         ``AbstractTrainer.__init__`` wraps a CPU model in DDP
+      ``DistributedDataParallel device_ids ... only     without ``device_ids`` and leaves its BatchNorm layers
+      work with ... GPU modules``; ``SyncBatchNorm      as they are (SyncBatchNorm is converted on GPUs only)
+      expected input tensor to be on GPU``
+g3    a DDP rank other than 0 testing the best model:   ``Trainer.evaluate(load_best_model=True)`` of a rank:
+      ``FileNotFoundError`` (its checkpoint name has    rank 0 reads the checkpoint, every other rank receives
+      its own timestamp, only rank 0 saves, and the     its weights by broadcast (:func:`broadcast_model_state`)
+      file may sit on another machine)
 ====  ================================================  ===========================================================
 
 Patches d, f1 and f3 change a library behaviour only for the duration of one RecBole method call
-(:func:`_during`), so nothing outside RecBole sees a different torch or pandas.
+(:func:`_during`), so nothing outside RecBole sees a different torch or pandas. Patches g1-g3 change nothing in
+a single-process run: each falls through to RecBole's own code unless the config is a DDP rank's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 import types
 import warnings
@@ -276,6 +291,175 @@ def patch_sequence_lengths() -> None:
         setattr(dataset.Dataset, name, _during(method, pd.Series, "agg", _elementwise_len_agg))
 
 
+# --------------------------------------------------------------------------------------------------- g1
+#: minutes a rank waits in a collective when the config sets no ``ddp_timeout`` (torch's own default)
+DEFAULT_DDP_TIMEOUT_MINUTES = 30
+
+
+def ddp_backend_and_device(cuda_devices: int, gpu_id: str, nproc: int, local_rank: int,
+                           use_gpu: bool = True) -> tuple[str, str]:
+    """The process-group backend and the device of one DDP rank.
+
+    NCCL on ``cuda:<local_rank>`` needs one GPU per local rank: ``gpu_id`` must name at least ``nproc`` GPUs and
+    at least that many must be visible. Anything less runs every rank on the CPU with gloo, rather than
+    putting two ranks on one GPU (NCCL refuses that) or failing as RecBole does.
+
+    Args:
+        cuda_devices (int): GPUs visible to this process (0 when CUDA is unavailable).
+        gpu_id (str): the config's ``gpu_id``, e.g. ``"0,1"`` (empty for none).
+        nproc (int): ranks on this machine.
+        local_rank (int): this rank's index on this machine, in ``[0, nproc)``.
+        use_gpu (bool): the config's ``use_gpu``; False keeps every rank on the CPU (default: ``True``).
+
+    Returns:
+        tuple: ``("nccl", "cuda:<local_rank>")`` or ``("gloo", "cpu")``.
+    """
+    if not 0 <= local_rank < nproc:
+        raise ValueError(f"local_rank {local_rank} is outside [0, nproc={nproc})")
+    named = [part for part in str(gpu_id).split(",") if part.strip()]
+    if use_gpu and cuda_devices >= nproc and len(named) >= nproc:
+        return "nccl", f"cuda:{local_rank}"
+    return "gloo", "cpu"
+
+
+def _init_device(self) -> None:
+    """RecBole's ``Config._init_device``, with a DDP rank's backend and device chosen by what the machine has."""
+    final = self.final_config_dict
+    if "local_rank" not in final:
+        return ORIGINALS["g1"](self)
+    import torch
+
+    gpu_id = final["gpu_id"]
+    final["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+    # as RecBole does, and before CUDA is first initialised in this process, so cuda:<local_rank> is the
+    # local_rank-th GPU that gpu_id names
+    os.environ["CUDA_VISIBLE_DEVICES"] = final["gpu_id"]
+    nproc, local_rank = int(final["nproc"]), int(final["local_rank"])
+    use_gpu = final.get("use_gpu", True) is not False
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend, device = ddp_backend_and_device(cuda_devices, final["gpu_id"], nproc, local_rank, use_gpu)
+    if backend == "gloo" and use_gpu and cuda_devices and local_rank == 0:
+        logger.warning("%d ranks on this machine but gpu_id=%r names %d GPU(s) and %d are visible: every rank "
+                       "runs on the CPU (gloo); set gpu_id to one GPU per rank, e.g. '0,1', to use NCCL",
+                       nproc, final["gpu_id"], len([g for g in final["gpu_id"].split(",") if g.strip()]),
+                       cuda_devices)
+    if not torch.distributed.is_initialized():
+        minutes = final.get("ddp_timeout") or DEFAULT_DDP_TIMEOUT_MINUTES
+        torch.distributed.init_process_group(
+            backend=backend,
+            rank=local_rank + int(final.get("offset") or 0),
+            world_size=int(final["world_size"]),
+            init_method=f"tcp://{final.get('ip') or 'localhost'}:{final['port']}",
+            timeout=datetime.timedelta(minutes=float(minutes)),
+        )
+    final["device"] = torch.device(device)
+    if final["device"].type == "cuda":
+        torch.cuda.set_device(final["device"])
+    final["single_spec"] = False
+    if local_rank != 0:
+        final["state"] = "error"
+        final["show_progress"] = False
+        final["verbose"] = False
+
+
+def patch_config_ddp_device() -> None:
+    from recbole.config import configurator
+
+    ORIGINALS.setdefault("g1", configurator.Config._init_device)
+    configurator.Config._init_device = _init_device
+
+
+# --------------------------------------------------------------------------------------------------- g2
+def ddp_wrap(model, device):
+    """``(model, DistributedDataParallel(model))`` for a rank on ``device``.
+
+    On a GPU this is RecBole's wrapping (SyncBatchNorm, ``device_ids=[index]``). On the CPU DDP takes no
+    ``device_ids``, and SyncBatchNorm cannot run (it rejects CPU tensors in training), so each rank keeps its
+    BatchNorm layers and normalises its own share of the batch; DDP still broadcasts rank 0's running
+    statistics with the other buffers on every forward.
+    """
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model, DistributedDataParallel(model, device_ids=[device.index])
+    return model, DistributedDataParallel(model)
+
+
+def _abstract_trainer_init(self, config, model) -> None:
+    self.config = config
+    self.model = model
+    if not config["single_spec"]:
+        self.model, self.distributed_model = ddp_wrap(model, config["device"])
+
+
+def patch_trainer_ddp_wrap() -> None:
+    from recbole.trainer import trainer
+
+    ORIGINALS.setdefault("g2", trainer.AbstractTrainer.__init__)
+    trainer.AbstractTrainer.__init__ = _abstract_trainer_init
+
+
+# --------------------------------------------------------------------------------------------------- g3
+def load_checkpoint_weights(trainer, checkpoint_file) -> None:
+    """What ``Trainer.evaluate(load_best_model=True)`` reads from a checkpoint, into ``trainer.model``."""
+    import torch
+
+    checkpoint = torch.load(checkpoint_file, map_location=trainer.device, weights_only=False)
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    trainer.logger.info("Loading model structure and parameters from %s", checkpoint_file)
+
+
+def broadcast_model_state(model) -> None:
+    """Give every rank rank 0's parameters, persistent buffers and ``other_parameter()``.
+
+    The other ranks load what they receive through ``load_state_dict``, so a model that drops caches there
+    (MMFusion's and VBPR's evaluation caches) does so on every rank.
+    """
+    import torch
+    import torch.distributed as dist
+
+    tensors, others = {}, {}
+    for name, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value.detach().clone()
+            dist.broadcast(tensors[name], src=0)
+        else:
+            others[name] = value
+    payload = [others, model.other_parameter()]
+    dist.broadcast_object_list(payload, src=0)
+    if dist.get_rank() != 0:
+        model.load_state_dict({**tensors, **payload[0]})
+        model.load_other_parameter(payload[1])
+
+
+def _evaluate_with_rank0_weights(method):
+    @functools.wraps(method)
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if self.config["single_spec"] or not load_best_model or not eval_data:
+            return method(self, eval_data, load_best_model, model_file, show_progress)
+        import torch.distributed as dist
+
+        if dist.get_rank() == 0:
+            load_checkpoint_weights(self, model_file or self.saved_model_file)
+        broadcast_model_state(self.model)
+        return method(self, eval_data, False, model_file, show_progress)
+
+    evaluate.__wrapped_by_compat__ = True
+    return evaluate
+
+
+def patch_trainer_ddp_best_model() -> None:
+    from recbole.trainer import trainer
+
+    method = trainer.Trainer.evaluate
+    ORIGINALS.setdefault("g3", method)
+    trainer.Trainer.evaluate = _evaluate_with_rank0_weights(method)
+
+
 #: patch key -> function; applied in this order (a and b before anything imports ray)
 PATCHES = {
     "a": patch_pkg_resources,
@@ -286,6 +470,9 @@ PATCHES = {
     "f1": patch_load_feat_empty_sequences,
     "f2": patch_fill_nan,
     "f3": patch_sequence_lengths,
+    "g1": patch_config_ddp_device,
+    "g2": patch_trainer_ddp_wrap,
+    "g3": patch_trainer_ddp_best_model,
 }
 
 

@@ -17,10 +17,12 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_logger, init_seed
 
+from recbole_mmfusion import distributed
 from recbole_mmfusion.config import MMConfig
 from recbole_mmfusion.datasets import hold_cold_items_back, prepare_dataset
 from recbole_mmfusion.evaluation import apply_test_history_mask, size_full_sort_batches
 from recbole_mmfusion.fileio import write_json_atomic
+from recbole_mmfusion.model_file import install_safe_checkpoints
 from recbole_mmfusion.registry import get_model
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``
     """
     config = MMConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    distributed.wait_for_local_leader(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     prepare_dataset(config)
@@ -103,8 +106,17 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     init_seed(config["seed"] + (config["local_rank"] or 0), config["reproducibility"])
     model_class = get_model(config["model"])
     net = model_class(config, train_data._dataset).to(config["device"])
+    distributed.release_local_followers(config)
     logger.info("%s", net)
     return config, net, data, train_data, valid_data, test_data
+
+
+def make_trainer(config, net, train_data):
+    """RecBole's trainer for the model, writing model files that load without unpickling code
+    (:mod:`recbole_mmfusion.model_file`) instead of pickled checkpoints."""
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    install_safe_checkpoints(trainer, train_data._dataset)
+    return trainer
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, on_tested=None) -> dict:
@@ -120,12 +132,18 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, on_
             dataset=..., train_data=..., valid_data=..., test_data=..., record=...)``, with the tested weights
             still loaded; the dict it returns is added to the record before it is written.
 
+    With ``nproc`` > 1 or ``world_size`` > 1 the run is spread over DDP ranks (:mod:`recbole_mmfusion.distributed`)
+    and the record is rank 0's, with ``nproc`` and ``world_size`` added.
+
     Returns:
         dict: the results record also written to ``<results_dir>/<dataset>/<model>-<time>.json``.
     """
+    launch_plan = distributed.plan(model, dataset, config_file_list, config_dict)
+    if launch_plan is not None:
+        return distributed.run(launch_plan, saved=saved, on_tested=on_tested)
     started = time.perf_counter()
     config, net, data, train_data, valid_data, test_data = build(model, dataset, config_file_list, config_dict)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer = make_trainer(config, net, train_data)
     recorder = _EpochRecorder(trainer)
     fit_start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
@@ -178,23 +196,15 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, on_
     return record
 
 
-def load_data_and_model(model_file):
-    """Rebuild config, data, loaders and the trained model from a checkpoint written by :func:`run`.
+def load_data_and_model(model_file, trust_pickle=False, overrides=None):
+    """Rebuild config, data, loaders and the trained model from a model file written by :func:`run`.
 
-    The checkpoint must come from a trusted source: RecBole checkpoints pickle the Config.
+    The file is read with ``torch.load(weights_only=True)``; a pickled RecBole checkpoint is refused unless
+    ``trust_pickle`` (see :mod:`recbole_mmfusion.model_file`).
 
     Returns:
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``
     """
-    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    config = checkpoint["config"]
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    data = create_dataset(config)
-    size_full_sort_batches(config, data)
-    train_data, valid_data, test_data = _loaders(config, data)
-    init_seed(config["seed"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    net.load_state_dict(checkpoint["state_dict"])
-    net.load_other_parameter(checkpoint.get("other_parameter"))
-    return config, net, data, train_data, valid_data, test_data
+    from recbole_mmfusion import model_file as files
+
+    return files.load(model_file, trust_pickle=trust_pickle, overrides=overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,15 +12,20 @@ import pickle
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import recbole_mmfusion  # noqa: F401  (applies the patches)
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataset import dataset as recbole_dataset
 from recbole.model.general_recommender import BPR, LightGCN
 from recbole.trainer import Trainer
+from recbole.trainer import trainer as recbole_trainer
 from recbole_mmfusion import compat
 from recbole_mmfusion.config import MMConfig
+from recbole_mmfusion.distributed import free_port
 
+import ddp_helpers
 from atomic_fixtures import tiny_config_dict, write_atomic_dataset
 
 
@@ -38,8 +44,8 @@ def _run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
 
 
-def test_patches_apply_once_and_all_eight_are_listed():
-    assert list(compat.PATCHES) == ["a", "b", "c", "d", "e", "f1", "f2", "f3"]
+def test_patches_apply_once_and_all_are_listed():
+    assert list(compat.PATCHES) == ["a", "b", "c", "d", "e", "f1", "f2", "f3", "g1", "g2", "g3"]
     before = recbole_dataset.Dataset._fill_nan
     compat.apply()
     assert recbole_dataset.Dataset._fill_nan is before
@@ -173,3 +179,78 @@ def test_f3_original_remap_fails_on_token_seq(tiny, monkeypatch):
     monkeypatch.setattr(recbole_dataset.Dataset, "_remap", compat.ORIGINALS["f3._remap"])
     with pytest.raises(ValueError, match="Length of values"):
         create_dataset(_config(tiny))
+
+
+# g1 / g2 / g3: DDP ranks on the CPU -----------------------------------------------------------------------------------
+@pytest.fixture
+def world_of_one():
+    """Tears down the process group a rank's config opens (a world of one rank, so nothing waits for others)."""
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _rank_config(root, model="BPR", **extra):
+    return _config(root, model=model, nproc=1, world_size=1, offset=0, ip="localhost", port=free_port(),
+                   local_rank=0, **extra)
+
+
+def test_g1_rank_config_opens_the_process_group_the_machine_allows(tiny, world_of_one):
+    config = _rank_config(tiny, gpu_id="0")
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend, device = compat.ddp_backend_and_device(visible, "0", 1, 0)
+    assert dist.is_initialized() and dist.get_backend() == backend
+    assert config["device"] == torch.device(device) and config["single_spec"] is False
+    if not visible:
+        assert (backend, device) == ("gloo", "cpu")
+
+
+def test_g1_original_init_device_needs_a_gpu_per_rank(tiny, monkeypatch):
+    from recbole.config import configurator
+
+    monkeypatch.setattr(configurator.Config, "_init_device", compat.ORIGINALS["g1"])
+    # fails before any rendezvous: gpu_id names one GPU for two ranks
+    with pytest.raises(AssertionError):
+        _config(tiny, nproc=2, world_size=2, offset=0, ip="localhost", port=free_port(), local_rank=0, gpu_id="0")
+    assert not dist.is_initialized()
+
+
+def test_g2_cpu_rank_trains_through_ddp_and_keeps_batchnorm(tiny, world_of_one, monkeypatch):
+    config = _rank_config(tiny, use_gpu=False, epochs=2)
+    data = create_dataset(config)
+    train, valid, _ = data_preparation(config, data)
+    trainer = Trainer(config, BPR(config, train._dataset))
+    assert isinstance(trainer.distributed_model, torch.nn.parallel.DistributedDataParallel)
+    before = trainer.model.item_embedding.weight.detach().clone()
+    trainer.fit(train, valid, saved=False)  # RecBole's DDP path: set_reduce_hook + sync_grad_loss each batch
+    assert not torch.equal(before, trainer.model.item_embedding.weight)
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    wrapped, _ = compat.ddp_wrap(net, "cpu")
+    assert isinstance(wrapped[1], torch.nn.BatchNorm1d) and not isinstance(wrapped[1], torch.nn.SyncBatchNorm)
+    wrapped.train()
+    assert wrapped(torch.randn(5, 3)).shape == (5, 4)
+
+    monkeypatch.setattr(recbole_trainer.AbstractTrainer, "__init__", compat.ORIGINALS["g2"])
+    with pytest.raises(ValueError, match="device_ids"):
+        Trainer(config, BPR(config, train._dataset))
+
+
+def _two_ranks_test_the_best_model(root, out, original: bool):
+    (root / "saved").mkdir(exist_ok=True)  # both ranks' trainers create it otherwise, and one of them fails
+    mp.spawn(ddp_helpers.best_model_rank, args=(str(root), free_port(), str(out), original), nprocs=2,
+             join=True)
+
+
+@pytest.mark.slow
+def test_g3_every_rank_tests_rank_0s_best_model(tiny, tmp_path):
+    out = tmp_path / "ranks"
+    _two_ranks_test_the_best_model(tiny, out, original=False)
+    ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    # the weights were zeroed after training: testing must have reloaded them, on both ranks
+    for found in ranks:
+        assert found["tested"] == found["after_fit"]
+        assert found["weights"] == ranks[0]["weights"] != 0.0
+
+    with pytest.raises(mp.ProcessRaisedException, match="FileNotFoundError"):
+        _two_ranks_test_the_best_model(tiny, out, original=True)

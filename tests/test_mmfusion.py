@@ -12,11 +12,10 @@ import pytest
 import torch
 import yaml
 from recbole.data.interaction import Interaction
-from recbole.utils import get_trainer
 
 from recbole_mmfusion.cli import main
 from recbole_mmfusion.config import properties_dir
-from recbole_mmfusion.quick_start import build, load_data_and_model
+from recbole_mmfusion.quick_start import build, load_data_and_model, make_trainer
 
 #: small enough that pretraining, encoding and one BPR epoch take seconds on a CPU
 TINY = {
@@ -111,7 +110,7 @@ def test_full_sort_predict_equals_predict_and_the_fm_formula(root):
 
 def test_saved_model_reloads_to_the_same_scores(root):
     config, net, _, train_data, valid_data, _ = build("MMFusion", "amazon-demo", config_dict=_overrides(root))
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer = make_trainer(config, net, train_data)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     users = torch.arange(1, 20)
     before = _full_scores(net, users)

@@ -53,7 +53,7 @@ def history_mean(rowptr: torch.Tensor, items: torch.Tensor, features: torch.Tens
     count = torch.bincount(users, minlength=n_users).to(features.dtype)
     # a sparse [U, I] product, not features[items]: that copy would be one d-sized row per interaction
     weights = torch.sparse_coo_tensor(torch.stack([users, items]), (1.0 / count[users]).to(features.dtype),
-                                      (n_users, features.shape[0]))
+                                      (n_users, features.shape[0]), check_invariants=False)
     return torch.sparse.mm(weights, features), count > 0
 
 
@@ -127,6 +127,7 @@ class MMFusion(GeneralRecommender):
         # evaluation cache: every user and item representation, computed once per evaluation
         self.restore_user_parts = None
         self.restore_item_parts = None
+        self.restore_item_graph = None  # every item's graph vector, for users given by a history
         self.other_parameter_name = []
         self.to(self.device)
 
@@ -152,6 +153,9 @@ class MMFusion(GeneralRecommender):
         if self.feature_mode == "cached":
             feature_set = pretrain.cached_features(config, inputs, self.device)
             self.feature_stats = dict(getattr(feature_set, "stats", {}) or {})
+            self.feature_reference = feature_set.reference
+            if "text" in self.modalities and self.user_text_source != "items":
+                self._review_encoder = pretrain.features.review_encoder(config, inputs, self.device)
             if "text" in self.modalities:
                 self._set_item_content("text", feature_set.item_text, feature_set.item_text_mask,
                                        feature_set.user_text, feature_set.user_text_mask)
@@ -163,6 +167,8 @@ class MMFusion(GeneralRecommender):
 
         # end2end: the encoders live in the model
         tokenizer, self.text_encoder, self.image_encoder = pretrain.encoder_init(config, inputs, self.device)
+        self.feature_reference = {"keys": pretrain.features.pipeline_keys(config, inputs)}
+        self.tokenizer, self.text_max_length = tokenizer, config["text_max_length"]
         self.encode_batch_size = config["encode_batch_size"]
         if "text" in self.modalities:
             ids, att = pretrain.tokenize(tokenizer, inputs.item_text, config["text_max_length"])
@@ -319,7 +325,7 @@ class MMFusion(GeneralRecommender):
         return user, user_alpha, item, item_alpha
 
     def calculate_loss(self, interaction):
-        self.restore_user_parts = self.restore_item_parts = None
+        self.restore_user_parts = self.restore_item_parts = self.restore_item_graph = None
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
         neg_item = interaction[self.NEG_ITEM_ID]
@@ -365,8 +371,121 @@ class MMFusion(GeneralRecommender):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # the trainer loads the best checkpoint before testing: representations cached from the last
         # validation belong to other weights
-        self.restore_user_parts = self.restore_item_parts = None
+        self.restore_user_parts = self.restore_item_parts = self.restore_item_graph = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ------------------------------------------------------------------ users given by a history
+    @torch.no_grad()
+    def encode_reviews(self, documents: list[str]):
+        """User documents (review lines joined as the converter joins them) as text inputs: ``([n, D_t], [n])``.
+
+        They are encoded exactly as the training users' reviews were, so a new user with a training user's
+        history and reviews gets that user's representation.
+        """
+        if "text" not in self.modalities or self.user_text_source == "items":
+            raise ValueError("this model does not read user reviews (no text modality, or user_text_source: items)")
+        if self.feature_mode == "cached":
+            feats, mask = self._review_encoder(documents)
+            return feats.to(self.device), mask.to(self.device)
+        if self.feature_mode == "end2end":
+            from recbole_mmfusion import pretrain
+
+            was = self.text_encoder.training
+            self.text_encoder.eval()
+            ids, att = pretrain.tokenize(self.tokenizer, documents, self.text_max_length)
+            feats = self._encode_text(ids, att)
+            self.text_encoder.train(was)
+            return feats, torch.tensor([bool(d) for d in documents], device=self.device)
+        raise ValueError("with feature_mode: precomputed there is no text encoder: users' text is the mean "
+                         "text feature of their items")
+
+    @torch.no_grad()
+    def history_inputs(self, rowptr: torch.Tensor, items: torch.Tensor, review_feats=None, review_mask=None):
+        """Per-modality user inputs built from the given histories, as :meth:`represent` builds a training user's.
+
+        Shapes:
+            - input: ``rowptr`` :math:`(U + 1)`, ``items`` :math:`(nnz)` internal item ids; ``review_feats``
+              :math:`(U, D_t)` and ``review_mask`` :math:`(U)` optional (see :meth:`encode_reviews`)
+            - output: ``(inputs, masks)``: modality -> :math:`(U, d_m)` and :math:`(U)`
+        """
+        rowptr, items = rowptr.to(self.device), items.to(self.device)
+        inputs, masks = {}, {}
+        if "graph" in self.modalities:
+            inputs["graph"], masks["graph"] = history_mean(
+                rowptr, items, self._item_graph_table(), torch.ones(self.n_items, dtype=torch.bool, device=self.device))
+        for modality in ("text", "image"):
+            if modality not in self.modalities:
+                continue
+            table = getattr(self, f"{modality}_memory" if self.feature_mode == "end2end" else f"item_{modality}_feat")
+            mean, mask = history_mean(rowptr, items, table, getattr(self, f"item_{modality}_mask"))
+            if modality == "text" and self.user_text_source != "items":
+                has = (torch.zeros(mask.shape, dtype=torch.bool, device=self.device) if review_mask is None
+                       else review_mask.to(self.device))
+                if self.user_text_source == "reviews":
+                    mean, mask = (review_feats.to(self.device) if review_feats is not None else mean), has
+                elif has.any():
+                    mean = torch.where(has.unsqueeze(1), review_feats.to(self.device), mean)
+                    mask = has | mask
+            inputs[modality], masks[modality] = mean, mask
+        return inputs, masks
+
+    @torch.no_grad()
+    def _item_graph_table(self) -> torch.Tensor:
+        """Every item's graph vector ``[n_items, graph_dim]``, encoded once (in eval mode the encoder reads
+        every neighbour, so a node's vector does not depend on which other nodes are encoded with it)."""
+        if self.restore_item_graph is None:
+            was = self.training
+            self.eval()
+            every = torch.arange(self.n_items, device=self.device)
+            self.restore_item_graph = torch.cat([self.graph_encoder(chunk) for chunk in every.split(65536)])
+            self.train(was)
+        return self.restore_item_graph
+
+    @torch.no_grad()
+    def user_attention(self, users: torch.Tensor) -> torch.Tensor:
+        """Attention of training users over their modalities, as :meth:`represent` computes it. Returns ``[U, M]``."""
+        inputs, masks = {}, {}
+        if "graph" in self.modalities:
+            rowptr, items = self._user_histories(users, sample=0)
+            inputs["graph"], masks["graph"] = history_mean(
+                rowptr, items, self._item_graph_table(), torch.ones(self.n_items, dtype=torch.bool, device=self.device))
+        for modality in ("text", "image"):
+            if modality in self.modalities:
+                inputs[modality], masks[modality] = self._user_content(modality, users)
+        return self.user_fusion(inputs, masks)[1]
+
+    @torch.no_grad()
+    def full_sort_predict_histories(self, rowptr: torch.Tensor, items: torch.Tensor, review_feats=None,
+                                    review_mask=None):
+        """Scores of every item for users given by their histories (no retraining). Returns
+        ``(scores [U, n_items], user attention [U, M])``."""
+        if self.restore_item_parts is None:
+            self.restore_user_parts, self.restore_item_parts = self._all_parts()
+        inputs, masks = self.history_inputs(rowptr, items, review_feats, review_mask)
+        user, alpha = self.user_fusion(inputs, masks)
+        user_bias, user_factors = self.fm.user_part(user)
+        item_bias, item_factors = self.restore_item_parts
+        return user_bias.unsqueeze(1) + item_bias.unsqueeze(0) + user_factors @ item_factors.T, alpha
+
+    @torch.no_grad()
+    def item_modality_vectors(self, items: torch.Tensor):
+        """Each modality's projection of ``items`` (the space the attention compares) and the item attention.
+
+        Returns:
+            tuple: ``(vectors, masks, alpha)``: modality -> :math:`(I, \text{fusion\_dim})` and :math:`(I)`;
+            ``alpha`` :math:`(I, M)` in the order of :attr:`modalities`
+        """
+        items = items.to(self.device)
+        inputs, masks = {}, {}
+        if "graph" in self.modalities:
+            inputs["graph"], masks["graph"] = self._item_graph_table()[items], self.item_graph_mask[items]
+        for modality in ("text", "image"):
+            if modality in self.modalities:
+                inputs[modality], masks[modality] = self._item_content(modality, items)
+        _, alpha = self.item_fusion(inputs, masks)
+        vectors = {m: self.item_fusion.project(m, torch.where(masks[m].unsqueeze(1), inputs[m], 0.0))
+                   for m in self.modalities}
+        return vectors, masks, alpha
 
     # ------------------------------------------------------------------ reporting
     @torch.no_grad()

@@ -167,6 +167,7 @@ class VBPR(GeneralRecommender):
         inputs = load_modality_inputs(view, dataset)
         feature_set = pretrain.cached_features(view, inputs, self.device)
         self.feature_stats.update(getattr(feature_set, "stats", {}) or {})
+        self.feature_reference = feature_set.reference
         return {c: (getattr(feature_set, f"item_{c}"), getattr(feature_set, f"item_{c}_mask")) for c in self.channels}
 
     # ------------------------------------------------------------------ scoring

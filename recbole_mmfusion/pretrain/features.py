@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,7 +25,8 @@ import torch
 
 from recbole_mmfusion.encoders.image import BACKBONES, ImageEncoder
 from recbole_mmfusion.encoders.text import TextEncoder
-from recbole_mmfusion.modalities import ModalityInputs, config_modalities, config_value
+from recbole_mmfusion.modalities import (FeatureFileError, MissingSidecarError, ModalityInputs, config_modalities,
+                                         config_value)
 from recbole_mmfusion.pretrain import (cache_key, load_state_dict_file, read_verified_npy, seeded,
                                        torch_save_atomic, write_npy_with_manifest)
 from recbole_mmfusion.pretrain.image_text import pretrain_image_encoder
@@ -86,6 +89,25 @@ class FeatureSet:
     item_image: Optional[torch.Tensor] = None
     item_image_mask: Optional[torch.Tensor] = None
     stats: dict = field(default_factory=dict)  # seconds and throughput of each stage run; "computed" / "reused"
+    #: what a model file needs to find these features again: ``{"keys": {stage: key}, "sha256": {name: digest}}``
+    reference: dict = field(default_factory=dict)
+
+
+#: set while a saved model is rebuilt: the cache files it was trained with, which must be read, never recomputed
+_pinned: ContextVar = ContextVar("pinned_feature_cache", default=None)
+
+
+@contextmanager
+def pinned_cache(reference: dict):
+    """Within this block the cached pipeline reads exactly the files named by ``reference`` (a
+    :attr:`FeatureSet.reference`); a missing one is a :class:`MissingSidecarError` and a changed one a
+    :class:`FeatureFileError`, where outside the block they would be trained and encoded again (which on CPU
+    is neither quick nor bit-identical)."""
+    token = _pinned.set(reference)
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
 
 
 def _settings(config) -> dict:
@@ -116,9 +138,19 @@ class _Pipeline:
         self.key_inputs["image"] = {"source": inputs.digests.get("image", ""), **{k: self.s[k] for k in IMAGE_KEYS},
                                     "text": self.keys["text"] if self.pretrain else None}
         self.keys["image"] = cache_key({"stage": "image", **self.key_inputs["image"]})
+        self.pinned = _pinned.get()
+        if self.pinned is not None:
+            # the saved keys, not the recomputed ones: those hash file times, which a copy of the data changes
+            self.keys.update(self.pinned.get("keys", {}))
         self.stats: dict = {"computed": [], "reused": []}
+        self.used: dict = {}
         self._tokenizer = self._text_encoder = self._image_encoder = None
         self._arrays: dict = {}
+
+    def _pinned_missing(self, path: Path, what: str) -> MissingSidecarError:
+        return MissingSidecarError(
+            f"{path} not found or unreadable: the model was trained with this {what} (from the feature cache "
+            f"{self.cache_dir}); copy the cache folder along with the model file, or train the model again")
 
     def _timed(self, name: str, seconds: float, count: int, unit: str) -> None:
         self.stats[f"{name}_s"] = seconds
@@ -129,6 +161,10 @@ class _Pipeline:
     def tokenizer(self):
         if self._tokenizer is None:
             start = time.perf_counter()
+            if self.pinned is not None:
+                path = self.cache_dir / f"tokenizer-{self.keys['tokenizer']}.json"
+                if not path.is_file():
+                    raise self._pinned_missing(path, "tokenizer")
             texts = [t for t in self.inputs.item_text + self.inputs.user_text if t]
             self._tokenizer = train_or_load_tokenizer(texts, int(self.s["text_vocab_size"]), self.cache_dir,
                                                       self.keys["tokenizer"])
@@ -145,6 +181,8 @@ class _Pipeline:
                                       pad_token_id=tokenizer.pad_token_id, pooling=s["text_pooling"])
             path = self.cache_dir / f"text_encoder-{self.keys['text']}.pt"
             if not load_state_dict_file(path, encoder):
+                if self.pinned is not None:
+                    raise self._pinned_missing(path, "text encoder")
                 if self.pretrain:
                     corpus = [t for t in self.inputs.item_text + self.inputs.user_text if t]
                     run = pretrain_text_encoder(
@@ -252,9 +290,17 @@ class _Pipeline:
 
     def _reuse(self, name: str, stage: str, ids: list[str]) -> bool:
         found = read_verified_npy(*self._paths(name, stage), key=self.keys[stage], ids=ids)
+        expected = (self.pinned or {}).get("sha256", {}).get(name)
+        if expected is not None:  # a file the saved model was trained with
+            if found is None:
+                raise self._pinned_missing(self._paths(name, stage)[0], f"{name} feature file")
+            if found[1].get("sha256") != expected:
+                raise FeatureFileError(f"{self._paths(name, stage)[0]} is not the file the model was trained with "
+                                 f"(sha256 {found[1].get('sha256')}, expected {expected})")
         if found is None:
             return False
         array, manifest = found
+        self.used[name] = manifest.get("sha256")
         mask = np.ones(len(array), dtype=bool)
         mask[np.asarray(manifest.get("missing_rows", []), dtype=np.int64)] = False
         self._arrays[name] = (array, mask)
@@ -262,10 +308,11 @@ class _Pipeline:
         return True
 
     def _store(self, name: str, stage: str, ids: list[str], array: np.ndarray, mask: np.ndarray, producer: str):
-        write_npy_with_manifest(*self._paths(name, stage), array, key=self.keys[stage], name=name,
-                                producer=f"recbole_mmfusion.pretrain.features: {producer}",
-                                key_inputs=self.key_inputs[stage], ids=list(ids),
-                                missing_rows=np.flatnonzero(~mask).tolist())
+        manifest = write_npy_with_manifest(*self._paths(name, stage), array, key=self.keys[stage], name=name,
+                                           producer=f"recbole_mmfusion.pretrain.features: {producer}",
+                                           key_inputs=self.key_inputs[stage], ids=list(ids),
+                                           missing_rows=np.flatnonzero(~mask).tolist())
+        self.used[name] = manifest["sha256"]
         self._arrays[name] = (array, mask)
         self.stats["computed"].append(name)
 
@@ -292,9 +339,37 @@ def cached_features(config, inputs: ModalityInputs, device="cpu") -> FeatureSet:
             out.user_text, out.user_text_mask = _tensors(found["user_text"])
     if "image" in run.modalities:
         out.item_image, out.item_image_mask = _tensors(run.image_features())
+    out.reference = {"keys": dict(run.keys), "sha256": dict(run.used)}
     logger.info("features in %s: computed %s, reused %s", run.cache_dir, run.stats["computed"] or "nothing",
                 run.stats["reused"] or "nothing")
     return out
+
+
+def pipeline_keys(config, inputs: ModalityInputs) -> dict:
+    """The cache keys of each stage (tokenizer, text, image) for this config and these sidecars."""
+    return dict(_Pipeline(config, inputs, "cpu").keys)
+
+
+def review_encoder(config, inputs: ModalityInputs, device="cpu"):
+    """A function ``texts -> (features [n, D_t], mask [n])`` encoding user documents the way the cached
+    ``user_text`` features were encoded (same tokenizer, text encoder and batching). The encoder is loaded on
+    the first call; under :func:`pinned_cache` (as when it is made) it must be the saved one."""
+    pinned = _pinned.get()
+    state = {}
+
+    def encode(texts: list[str]):
+        if "run" not in state:
+            token = _pinned.set(pinned)
+            try:
+                state["run"] = _Pipeline(config, inputs, device)
+                state["run"].text_encoder().eval()
+            finally:
+                _pinned.reset(token)
+        with torch.no_grad():
+            array, mask = state["run"]._encode_texts(list(texts))
+        return torch.from_numpy(array), torch.from_numpy(mask)
+
+    return encode
 
 
 def encoder_init(config, inputs: ModalityInputs, device="cpu"):

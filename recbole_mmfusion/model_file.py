@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -104,19 +102,9 @@ def model_state(model, config, train_dataset, **training) -> dict:
 
 def save(path, state: dict) -> Path:
     """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from recbole_mmfusion.fileio import replace_from_temp
+
+    return replace_from_temp(path, lambda out: torch.save(state, out))
 
 
 def install_safe_checkpoints(trainer, train_dataset) -> None:

@@ -14,12 +14,12 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from recbole_mmfusion.fileio import replace_from_temp
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +43,19 @@ def seeded(seed: int, device=None):
         yield
 
 
-def _replace_from_temp(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_npy_atomic(path, array: np.ndarray) -> str:
     """Write ``array`` as ``path`` (temp file in the same folder, then rename); returns the file's sha256."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     data = buffer.getvalue()
-    _replace_from_temp(Path(path), lambda out: out.write(data))
+    replace_from_temp(path, lambda out: out.write(data))
     return hashlib.sha256(data).hexdigest()
 
 
 def torch_save_atomic(path, state_dict: dict) -> None:
     """``torch.save`` of a state dict (tensors only, readable with ``weights_only=True``), atomically."""
     cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
-    _replace_from_temp(Path(path), lambda out: torch.save(cpu, out))
+    replace_from_temp(path, lambda out: torch.save(cpu, out))
 
 
 def load_state_dict_file(path, module: torch.nn.Module) -> bool:

@@ -118,6 +118,8 @@ def main(argv: list[str]) -> int:
             raise RecommendError("--reviews goes with --history (a new user's reviews)")
         if args.k < 1:
             raise RecommendError(f"--k must be at least 1, not {args.k}")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise RecommendError(f"--batch-size must be at least 1, not {args.batch_size}")
         if args.users_file and not Path(args.users_file).is_file():
             raise RecommendError(f"users file {args.users_file} not found")
         started = time.perf_counter()
@@ -133,7 +135,10 @@ def main(argv: list[str]) -> int:
         else:
             reviews = []
             if args.reviews:
-                reviews = [line.rstrip("\n") for line in open(args.reviews, encoding="utf-8") if line.strip()]
+                try:
+                    reviews = [line.rstrip("\n") for line in open(args.reviews, encoding="utf-8") if line.strip()]
+                except UnicodeDecodeError as exc:
+                    raise RecommendError(f"{args.reviews}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             history = [item.strip() for item in args.history.split(",") if item.strip()]
             requests = [Request(label="from --history", history=history, reviews=reviews)]
         single = not args.users_file
@@ -146,6 +151,7 @@ def main(argv: list[str]) -> int:
             errors += "error" in result
             output.handle.write((json.dumps(result, ensure_ascii=False) if fmt == "json" else _text(result)) + "\n")
         output.close(ok=True)
+        output = None
         if args.users_file:
             seconds = time.perf_counter() - loaded
             print(f"{count} users ({errors} errors) in {seconds:.2f} s ({count / max(seconds, 1e-9):.0f} users/s; "
@@ -153,7 +159,8 @@ def main(argv: list[str]) -> int:
         return 1 if errors and errors == count else 0
     except (ModelFileError, RecommendError, ConfigError, DatasetNotFoundError, FeatureFileError,
             UnknownModelError, OSError) as exc:
-        if output is not None:
-            output.close(ok=False)
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    finally:
+        if output is not None:  # not finished: no partial output file is left behind
+            output.close(ok=False)

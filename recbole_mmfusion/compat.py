@@ -17,9 +17,10 @@ b     ``import ray.tune``: ``numpy has no attribute     ``numpy.bool8 = numpy.bo
 c     ``Config()``: ``np.float_ was removed``           ``Config.compatibility_settings`` sets the legacy aliases
                                                         RecBole uses (``np.float``, ``np.long``...) from names
                                                         numpy 2 still has
-d     ``Trainer.evaluate(load_best_model=True)`` and    the trainer's own checkpoint reads use
-      ``resume_checkpoint``: ``Weights only load        ``weights_only=False`` (RecBole pickles its Config into
-      failed``                                          the checkpoints it writes itself)
+d     ``Trainer.evaluate(load_best_model=True)`` and    a checkpoint this trainer wrote itself in this process is
+      ``resume_checkpoint``: ``Weights only load        read with ``weights_only=False`` (RecBole pickles its
+      failed``                                          Config into it); any other file keeps torch's safe
+                                                        default (``recbole_mmfusion.model_file`` reads both)
 e     LightGCN / NGCF / GCMC / NCL / SpectralCF:        ``dok_matrix._update`` restored as a bulk update of the
       ``'dok_matrix' object has no attribute            matrix's key dictionary
       '_update'``
@@ -181,14 +182,49 @@ def _trusting_load(original_load):
     return load
 
 
+def _remember_written(save_checkpoint):
+    @functools.wraps(save_checkpoint)
+    def save(self, epoch, *args, **kwargs):
+        target = kwargs.get("saved_model_file", self.saved_model_file)
+        save_checkpoint(self, epoch, *args, **kwargs)
+        self.__dict__.setdefault("_written_checkpoints", set()).add(str(target))
+
+    return save
+
+
+def wrote_checkpoint(trainer, path) -> bool:
+    """Whether ``trainer`` itself wrote the checkpoint ``path`` in this process (and so may unpickle it)."""
+    return str(path) in trainer.__dict__.get("_written_checkpoints", ())
+
+
+def _trusting_own_checkpoint(method, file_of):
+    trusting = _during(method, __import__("torch"), "load", _trusting_load)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        own = wrote_checkpoint(self, file_of(self, *args, **kwargs))
+        return (trusting if own else method)(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _evaluated_file(self, eval_data=None, load_best_model=True, model_file=None, *args, **kwargs):
+    return model_file or self.saved_model_file
+
+
+def _resumed_file(self, resume_file, *args, **kwargs):
+    return resume_file
+
+
 def patch_trainer_checkpoint_load() -> None:
-    import torch
     from recbole.trainer import trainer
 
-    for name in ("resume_checkpoint", "evaluate"):
+    ORIGINALS.setdefault("d._save_checkpoint", trainer.Trainer._save_checkpoint)
+    trainer.Trainer._save_checkpoint = _remember_written(trainer.Trainer._save_checkpoint)
+    for name, file_of in (("resume_checkpoint", _resumed_file), ("evaluate", _evaluated_file)):
         method = getattr(trainer.Trainer, name)
         ORIGINALS.setdefault(f"d.{name}", method)
-        setattr(trainer.Trainer, name, _during(method, torch, "load", _trusting_load))
+        setattr(trainer.Trainer, name, _trusting_own_checkpoint(method, file_of))
 
 
 # --------------------------------------------------------------------------------------------------- e
@@ -407,7 +443,8 @@ def load_checkpoint_weights(trainer, checkpoint_file) -> None:
     """What ``Trainer.evaluate(load_best_model=True)`` reads from a checkpoint, into ``trainer.model``."""
     import torch
 
-    checkpoint = torch.load(checkpoint_file, map_location=trainer.device, weights_only=False)
+    own = wrote_checkpoint(trainer, checkpoint_file)  # patch d: only a file this trainer wrote may be unpickled
+    checkpoint = torch.load(checkpoint_file, map_location=trainer.device, weights_only=not own)
     trainer.model.load_state_dict(checkpoint["state_dict"])
     trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
     trainer.logger.info("Loading model structure and parameters from %s", checkpoint_file)

@@ -67,11 +67,14 @@ def plain_config(config) -> dict:
 
 
 def dataset_ids(dataset) -> dict:
-    """Raw user and item ids in internal-id order (row 0 is ``[PAD]``), with the training interaction count."""
+    """Raw user and item ids in internal-id order (row 0 is ``[PAD]``), with the training interaction count and a
+    digest of the training (user, item) pairs (MMFusion's users and the excluded items are built from them)."""
+    pairs = torch.stack([dataset.inter_feat[dataset.uid_field], dataset.inter_feat[dataset.iid_field]], dim=1)
     return {
         "users": [str(t) for t in dataset.field2id_token[dataset.uid_field]],
         "items": [str(t) for t in dataset.field2id_token[dataset.iid_field]],
         "n_train_interactions": int(len(dataset.inter_feat)),
+        "train_pairs_sha256": hashlib.sha256(pairs.long().contiguous().numpy().tobytes()).hexdigest(),
     }
 
 
@@ -112,8 +115,8 @@ def install_safe_checkpoints(trainer, train_dataset) -> None:
 
     def save_checkpoint(epoch, verbose=True, **kwargs):
         config = trainer.config
-        if not config["single_spec"] and config["local_rank"] != 0:
-            return  # one writer: rank 0
+        if not config["single_spec"] and torch.distributed.get_rank() != 0:
+            return  # one writer: global rank 0 (local_rank is 0 on every machine)
         target = kwargs.pop("saved_model_file", trainer.saved_model_file)
         state = model_state(trainer.model, config, train_dataset, epoch=int(epoch), cur_step=int(trainer.cur_step),
                             best_valid_score=float(trainer.best_valid_score),
@@ -154,6 +157,12 @@ def read(path, trust_pickle: bool = False) -> dict:
 def _check_ids(path, saved: dict, dataset) -> None:
     found = dataset_ids(dataset)
     if found["users"] == saved["users"] and found["items"] == saved["items"]:
+        if found["n_train_interactions"] != saved["n_train_interactions"] or found["train_pairs_sha256"] != saved.get(
+                "train_pairs_sha256", found["train_pairs_sha256"]):
+            raise ModelFileError(
+                f"{path} was trained on other training interactions of dataset '{dataset.dataset_name}' (same "
+                f"users and items; {saved['n_train_interactions']} training interactions then, "
+                f"{found['n_train_interactions']} now): the split changed since training")
         return
     raise ModelFileError(
         f"{path} was trained on another version of dataset '{dataset.dataset_name}' (or on another dataset): "
@@ -178,6 +187,7 @@ def load(path, trust_pickle: bool = False, overrides: dict | None = None, expect
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``; without loaders,
         ``(config, model, dataset, train_dataset)``
     """
+    from recbole.config import Config
     from recbole.data import create_dataset
     from recbole.utils import init_seed
 
@@ -195,6 +205,9 @@ def load(path, trust_pickle: bool = False, overrides: dict | None = None, expect
     if safe and int(checkpoint.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelFileError(f"{path} is format version {checkpoint['format_version']}; this version of "
                              f"recbole-mmfusion reads up to {FORMAT_VERSION}")
+    missing = [key for key in ("config", "ids") if safe and key not in checkpoint]
+    if missing or not isinstance(checkpoint.get("config"), (dict, Config)):
+        raise ModelFileError(f"{path} is not a complete model file (no {', '.join(missing) or 'config'})")
     saved_config = checkpoint["config"]
     model_name = str(saved_config["model"])
     if expect_model and get_model(expect_model).__name__.lower() != model_name.lower():
@@ -208,8 +221,17 @@ def load(path, trust_pickle: bool = False, overrides: dict | None = None, expect
         config = saved_config
         for key, value in (overrides or {}).items():
             config[key] = value
+    folder = Path(config["data_path"])  # RecBole's resolved path: <data_path>/<dataset>
+    atomic = folder / f"{config['dataset']}.inter"
+    if not atomic.is_file() and not (folder / f"{config['dataset']}.train.inter").is_file():
+        raise ModelFileError(f"{path}: the dataset '{config['dataset']}' it was trained on is not at {folder} "
+                             f"(no {atomic.name}); pass --data_path (data_path=...) with the folder that holds "
+                             f"'{config['dataset']}/'")
     init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
+    try:
+        data = create_dataset(config)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: dataset '{config['dataset']}' cannot be loaded from {folder}: {exc}") from None
     size_full_sort_batches(config, data)
     if with_loaders:
         train_data, valid_data, test_data = _loaders(config, data)

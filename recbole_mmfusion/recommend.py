@@ -54,12 +54,16 @@ def read_requests(path) -> Iterator[Request]:
     Blank lines are skipped; a line that cannot be read becomes a request carrying its error (file and line)."""
     import json
 
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                yield Request(label=where, error=f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
             if not line:
                 continue
-            where = f"{path}:{number}"
             if not line.startswith("{"):
                 yield Request(label=line, user=line)
                 continue
@@ -160,8 +164,9 @@ class Recommender:
         if request.error:
             raise RecommendError(request.error)
         if request.user is not None:
-            if request.history:
-                raise RecommendError(f"{request.label}: give a known user or a history, not both")
+            if request.history or request.reviews:
+                raise RecommendError(f"{request.label}: a known user is built from the dataset: give a user, or a "
+                                     f"history (with reviews), not both")
             user = self.user_index.get(str(request.user))
             if user is None:
                 raise RecommendError(
@@ -172,6 +177,9 @@ class Recommender:
             raise RecommendError(
                 f"{self.model_name} represents users by embeddings learnt for the training users, so a new user "
                 f"cannot be scored without retraining; MMFusion builds users from their history")
+        if request.reviews and not getattr(self.model, "reads_reviews", False):
+            raise RecommendError(f"{request.label}: this {self.model_name} does not read user reviews (no text "
+                                 f"modality, user_text_source: items, or precomputed features); give the history alone")
         known = [self.item_index[i] for i in request.history if i in self.item_index]
         unknown = [i for i in request.history if i not in self.item_index]
         if unknown:
@@ -283,7 +291,7 @@ class Recommender:
     def _explain_items(self, entries: list[dict], items: list[int], history: list[int]) -> None:
         """Add each item's attention and, per modality, the history item closest to it (cosine similarity of
         the centred projections, the vectors the attention weighs)."""
-        if not items:
+        if not items or not history:  # a user without training interactions has nothing to be compared with
             return
         units, masks, alpha = self._item_tables()
         rec, hist = torch.tensor(items), torch.tensor(history, dtype=torch.long)

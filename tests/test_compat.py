@@ -113,6 +113,12 @@ def test_d_trainer_reloads_its_best_checkpoint(tiny, monkeypatch):
     # outside the trainer's own methods torch.load keeps its safe default
     with pytest.raises(pickle.UnpicklingError):
         torch.load(trainer.saved_model_file)
+    # nor does the trainer unpickle a file it did not write itself
+    other = Trainer(config, BPR(config, train._dataset))
+    with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
+        other.evaluate(test, load_best_model=True, model_file=trainer.saved_model_file)
+    with pytest.raises(pickle.UnpicklingError):
+        other.resume_checkpoint(trainer.saved_model_file)
     monkeypatch.setattr(Trainer, "evaluate", compat.ORIGINALS["d.evaluate"])
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
         trainer.evaluate(test, load_best_model=True)

@@ -279,3 +279,38 @@ def test_cli_errors_are_one_line(trained, tmp_path, capsys):
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+
+
+def test_reviews_for_a_model_that_does_not_read_them_fail_that_request_alone(trained):
+    _, files = trained
+    rec = Recommender(files["MMFusion"], overrides={"user_text_source": "items"})
+    good = Request(label="good", history=[rec.item_tokens[2]])
+    bad = Request(label="bad", history=[rec.item_tokens[2]], reviews=["Nice."])
+    first, second = rec.recommend_block([good, bad], k=3)
+    assert len(first["items"]) == 3 and "does not read user reviews" in second["error"]
+
+
+def test_moved_data_and_changed_split_are_reported(trained, tmp_path, capsys):
+    folder, files = trained
+    assert main(["recommend", f"--model-file={files['BPR']}", "--user=x", f"--data_path={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not at" in err and "--data_path" in err and "Traceback" not in err
+    moved = tmp_path / "moved"
+    shutil.copytree(folder / "dataset" / "amazon-demo", moved / "amazon-demo")
+    rec = Recommender(files["BPR"], overrides={"data_path": str(moved)})  # the same data elsewhere loads
+    assert rec.config["data_path"].startswith(str(moved))
+    train = moved / "amazon-demo" / "amazon-demo.train.inter"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:-1]) + "\n")  # one training interaction less
+    with pytest.raises(ModelFileError, match="other training interactions"):
+        load(files["BPR"], overrides={"data_path": str(moved)}, with_loaders=False)
+
+
+def test_users_file_with_bad_bytes_reports_the_line(trained, tmp_path):
+    _, files = trained
+    rec = Recommender(files["BPR"])
+    users = tmp_path / "users.jsonl"
+    users.write_bytes(rec.user_tokens[1].encode() + b"\n\xff\xfe\n" + rec.user_tokens[2].encode() + b"\n")
+    results = list(rec.stream(read_requests(users), k=2))
+    assert [("error" in r) for r in results] == [False, True, False]
+    assert f"{users}:2: not UTF-8" in results[1]["error"]

@@ -375,6 +375,12 @@ class MMFusion(GeneralRecommender):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ users given by a history
+    @property
+    def reads_reviews(self) -> bool:
+        """Whether users' review texts reach this model (:meth:`encode_reviews` works)."""
+        return ("text" in self.modalities and self.user_text_source != "items"
+                and self.feature_mode != "precomputed")
+
     @torch.no_grad()
     def encode_reviews(self, documents: list[str]):
         """User documents (review lines joined as the converter joins them) as text inputs: ``([n, D_t], [n])``.
@@ -382,8 +388,9 @@ class MMFusion(GeneralRecommender):
         They are encoded exactly as the training users' reviews were, so a new user with a training user's
         history and reviews gets that user's representation.
         """
-        if "text" not in self.modalities or self.user_text_source == "items":
-            raise ValueError("this model does not read user reviews (no text modality, or user_text_source: items)")
+        if not self.reads_reviews:
+            raise ValueError("this model does not read user reviews (no text modality, user_text_source: items, "
+                             "or feature_mode: precomputed)")
         if self.feature_mode == "cached":
             feats, mask = self._review_encoder(documents)
             return feats.to(self.device), mask.to(self.device)
@@ -396,8 +403,6 @@ class MMFusion(GeneralRecommender):
             feats = self._encode_text(ids, att)
             self.text_encoder.train(was)
             return feats, torch.tensor([bool(d) for d in documents], device=self.device)
-        raise ValueError("with feature_mode: precomputed there is no text encoder: users' text is the mean "
-                         "text feature of their items")
 
     @torch.no_grad()
     def history_inputs(self, rowptr: torch.Tensor, items: torch.Tensor, review_feats=None, review_mask=None):
@@ -418,7 +423,8 @@ class MMFusion(GeneralRecommender):
                 continue
             table = getattr(self, f"{modality}_memory" if self.feature_mode == "end2end" else f"item_{modality}_feat")
             mean, mask = history_mean(rowptr, items, table, getattr(self, f"item_{modality}_mask"))
-            if modality == "text" and self.user_text_source != "items":
+            # as _set_item_content: precomputed text has no user features, so every user takes the item mean
+            if modality == "text" and self.user_text_source != "items" and self.feature_mode != "precomputed":
                 has = (torch.zeros(mask.shape, dtype=torch.bool, device=self.device) if review_mask is None
                        else review_mask.to(self.device))
                 if self.user_text_source == "reviews":
@@ -444,6 +450,7 @@ class MMFusion(GeneralRecommender):
     @torch.no_grad()
     def user_attention(self, users: torch.Tensor) -> torch.Tensor:
         """Attention of training users over their modalities, as :meth:`represent` computes it. Returns ``[U, M]``."""
+        users = users.to(self.device)
         inputs, masks = {}, {}
         if "graph" in self.modalities:
             rowptr, items = self._user_histories(users, sample=0)

@@ -220,7 +220,8 @@ def load(path, trust_pickle: bool = False, overrides: dict | None = None, expect
     else:  # a trusted pickled checkpoint carries RecBole's Config itself
         config = saved_config
         for key, value in (overrides or {}).items():
-            config[key] = value
+            # a resolved Config's data_path already ends with the dataset's folder
+            config[key] = str(Path(value) / config["dataset"]) if key == "data_path" else value
     folder = Path(config["data_path"])  # RecBole's resolved path: <data_path>/<dataset>
     atomic = folder / f"{config['dataset']}.inter"
     if not atomic.is_file() and not (folder / f"{config['dataset']}.train.inter").is_file():

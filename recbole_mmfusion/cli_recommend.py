@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -72,29 +70,6 @@ def _text(result: dict) -> str:
     return "\n".join(lines)
 
 
-class _Output:
-    """stdout, or a file that appears complete (temp file + rename) only when every line is written."""
-
-    def __init__(self, path):
-        self.path = Path(path) if path else None
-        if self.path is None:
-            self.handle = sys.stdout
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            self.handle = os.fdopen(fd, "w", encoding="utf-8")
-
-    def close(self, ok: bool) -> None:
-        if self.path is None:
-            self.handle.flush()
-            return
-        self.handle.close()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
-
-
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -104,6 +79,7 @@ def main(argv: list[str]) -> int:
 
     import recbole_mmfusion  # noqa: F401  (applies the RecBole compatibility patches)
     from recbole_mmfusion.config import ConfigError
+    from recbole_mmfusion.fileio import replace_from_temp
     from recbole_mmfusion.datasets import DatasetNotFoundError
     from recbole_mmfusion.model_file import ModelFileError
     from recbole_mmfusion.modalities import FeatureFileError
@@ -112,7 +88,6 @@ def main(argv: list[str]) -> int:
 
     overrides = {key: value for key, value in (("data_path", args.data_path), ("gpu_id", args.gpu_id))
                  if value is not None}
-    output = None
     try:
         if args.reviews and not args.history:
             raise RecommendError("--reviews goes with --history (a new user's reviews)")
@@ -142,16 +117,21 @@ def main(argv: list[str]) -> int:
             history = [item.strip() for item in args.history.split(",") if item.strip()]
             requests = [Request(label="from --history", history=history, reviews=reviews)]
         single = not args.users_file
-        output = _Output(args.output)
         count = errors = 0
-        for result in recommender.stream(requests, args.k, explain=explain, block_size=args.batch_size):
-            if single and "error" in result:
-                raise RecommendError(result["error"])
-            count += 1
-            errors += "error" in result
-            output.handle.write((json.dumps(result, ensure_ascii=False) if fmt == "json" else _text(result)) + "\n")
-        output.close(ok=True)
-        output = None
+
+        def write_results(write):
+            nonlocal count, errors
+            for result in recommender.stream(requests, args.k, explain=explain, block_size=args.batch_size):
+                if single and "error" in result:
+                    raise RecommendError(result["error"])
+                count += 1
+                errors += "error" in result
+                write((json.dumps(result, ensure_ascii=False) if fmt == "json" else _text(result)) + "\n")
+
+        if args.output:  # the file appears complete, or not at all
+            replace_from_temp(args.output, lambda out: write_results(lambda text: out.write(text.encode("utf-8"))))
+        else:
+            write_results(sys.stdout.write)
         if args.users_file:
             seconds = time.perf_counter() - loaded
             print(f"{count} users ({errors} errors) in {seconds:.2f} s ({count / max(seconds, 1e-9):.0f} users/s; "
@@ -161,6 +141,3 @@ def main(argv: list[str]) -> int:
             UnknownModelError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    finally:
-        if output is not None:  # not finished: no partial output file is left behind
-            output.close(ok=False)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recbole_mmfusion.config import ConfigError, MMConfig
+from recbole_mmfusion.fileio import replace_from_temp
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +225,7 @@ class _RankReport:
 
 
 def _write_pickle(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(value))
-    tmp.replace(path)
+    replace_from_temp(path, lambda out: out.write(pickle.dumps(value)))
 
 
 def _keep_error(scratch: Path, local_rank: int, exc: BaseException) -> None:

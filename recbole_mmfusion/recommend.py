@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
+from recbole_mmfusion.modalities import history_csr
+
 logger = logging.getLogger(__name__)
 
 #: which of a user's items are never recommended: every interaction in the dataset, the training ones, none
@@ -84,14 +86,6 @@ def read_requests(path) -> Iterator[Request]:
                 yield Request(label=where, error=f"{where}: {exc}")
 
 
-def _csr(users: torch.Tensor, items: torch.Tensor, n_users: int):
-    order = torch.argsort(users * (int(items.max()) + 1 if items.numel() else 1) + items)
-    users, items = users[order], items[order]
-    rowptr = torch.zeros(n_users + 1, dtype=torch.long)
-    rowptr[1:] = torch.bincount(users, minlength=n_users).cumsum(0)
-    return rowptr, items
-
-
 def read_titles(data_path: Path, dataset: str, item_tokens: list[str]) -> list[str]:
     """Item titles from ``<dataset>.item`` in internal-id order (``""`` where there is none or no file)."""
     path = Path(data_path) / f"{dataset}.item"
@@ -150,11 +144,10 @@ class Recommender:
         self.item_index = {t: i for i, t in enumerate(self.item_tokens) if i}
         self.n_items = len(self.item_tokens)
         self.titles = read_titles(self.config["data_path"], self.config["dataset"], self.item_tokens)
-        source = self.train_dataset if exclude == "train" else self.dataset
-        inter = source.inter_feat
-        self.seen_rowptr, self.seen_items = _csr(inter[uid].long(), inter[iid].long(), len(self.user_tokens))
-        train = self.train_dataset.inter_feat
-        self.history_rowptr, self.history_items = _csr(train[uid].long(), train[iid].long(), len(self.user_tokens))
+        self.history_rowptr, self.history_items = history_csr(self.train_dataset)  # what explanations compare with
+        self.seen_rowptr, self.seen_items = (
+            (self.history_rowptr, self.history_items) if exclude == "train" else history_csr(self.dataset))
+        self._tables = None  # per-item explanation tables, built on first use
         self.explains = hasattr(self.model, "item_modality_vectors")
         self.builds_users_from_history = hasattr(self.model, "full_sort_predict_histories")
 
@@ -275,7 +268,7 @@ class Recommender:
         """Every item's per-modality projection (centred on the mean over the items that have the modality, then
         unit length), its modality masks and its attention, computed once. The projections share a bias and a
         common direction, so uncentred cosines would all be near 1."""
-        if not hasattr(self, "_tables"):
+        if self._tables is None:
             chunks = [self.model.item_modality_vectors(c) for c in torch.arange(self.n_items).split(16384)]
             vectors = {m: torch.cat([c[0][m] for c in chunks]).cpu() for m in self.model.modalities}
             masks = {m: torch.cat([c[1][m] for c in chunks]).cpu() for m in self.model.modalities}

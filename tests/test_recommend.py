@@ -314,3 +314,10 @@ def test_users_file_with_bad_bytes_reports_the_line(trained, tmp_path):
     results = list(rec.stream(read_requests(users), k=2))
     assert [("error" in r) for r in results] == [False, True, False]
     assert f"{users}:2: not UTF-8" in results[1]["error"]
+
+
+def test_failed_run_leaves_no_output_file(trained, tmp_path):
+    _, files = trained
+    out = tmp_path / "recs.jsonl"
+    assert main(["recommend", f"--model-file={files['BPR']}", "--user=nobody", f"--output={out}"]) == 2
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temp file

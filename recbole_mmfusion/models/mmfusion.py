@@ -416,8 +416,7 @@ class MMFusion(GeneralRecommender):
         rowptr, items = rowptr.to(self.device), items.to(self.device)
         inputs, masks = {}, {}
         if "graph" in self.modalities:
-            inputs["graph"], masks["graph"] = history_mean(
-                rowptr, items, self._item_graph_table(), torch.ones(self.n_items, dtype=torch.bool, device=self.device))
+            inputs["graph"], masks["graph"] = self._graph_history_mean(rowptr, items)
         for modality in ("text", "image"):
             if modality not in self.modalities:
                 continue
@@ -447,15 +446,18 @@ class MMFusion(GeneralRecommender):
             self.train(was)
         return self.restore_item_graph
 
+    def _graph_history_mean(self, rowptr: torch.Tensor, items: torch.Tensor):
+        """Mean graph vector over each history (every item has one), as :meth:`_graph_vectors` gives a user."""
+        every = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
+        return history_mean(rowptr, items, self._item_graph_table(), every)
+
     @torch.no_grad()
     def user_attention(self, users: torch.Tensor) -> torch.Tensor:
         """Attention of training users over their modalities, as :meth:`represent` computes it. Returns ``[U, M]``."""
         users = users.to(self.device)
         inputs, masks = {}, {}
         if "graph" in self.modalities:
-            rowptr, items = self._user_histories(users, sample=0)
-            inputs["graph"], masks["graph"] = history_mean(
-                rowptr, items, self._item_graph_table(), torch.ones(self.n_items, dtype=torch.bool, device=self.device))
+            inputs["graph"], masks["graph"] = self._graph_history_mean(*self._user_histories(users, sample=0))
         for modality in ("text", "image"):
             if modality in self.modalities:
                 inputs[modality], masks[modality] = self._user_content(modality, users)
